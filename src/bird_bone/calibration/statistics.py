@@ -1,0 +1,84 @@
+"""Running statistics of the inputs of linear layers, accumulated by forward hooks.
+
+For an input X [tokens, columns] of a linear layer:
+- ``sq_norms``: sum over tokens of X_j^2, per column j (Wanda's ||X_j||_2^2, up to a constant);
+- ``gram``: X^T X (SparseGPT/GPTQ's Hessian H = 2 X^T X / n, up to the constant; optional);
+- ``abs_mean``: mean |X_j| per column (for the input of an MLP's down projection: the neurons'
+  mean |activation|), and ``pattern``: X_j on the first ``pattern_tokens`` tokens seen, per column,
+  which cluster-aware pruning groups neurons by.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class InputStatistics:
+    columns: int
+    gram: bool = False
+    pattern_tokens: int = 0
+    tokens: int = 0
+    sq_norms: torch.Tensor = field(init=False)
+    abs_sum: torch.Tensor = field(init=False)
+    xtx: torch.Tensor | None = field(init=False, default=None)
+    pattern: list[torch.Tensor] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sq_norms = torch.zeros(self.columns, dtype=torch.float32)
+        self.abs_sum = torch.zeros(self.columns, dtype=torch.float32)
+        if self.gram:
+            self.xtx = torch.zeros(self.columns, self.columns, dtype=torch.float32)
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        """Accumulate one batch of inputs [..., columns]."""
+        x = x.detach().reshape(-1, self.columns).float()
+        self.tokens += x.shape[0]
+        self.sq_norms += x.square().sum(0)
+        self.abs_sum += x.abs().sum(0)
+        if self.xtx is not None:
+            self.xtx.addmm_(x.T, x)
+        have = sum(p.shape[0] for p in self.pattern)
+        if have < self.pattern_tokens:
+            self.pattern.append(x[: self.pattern_tokens - have].clone())
+
+    @property
+    def abs_mean(self) -> torch.Tensor:
+        return self.abs_sum / max(self.tokens, 1)
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """H = 2 X^T X / tokens (SparseGPT eq. 1's Hessian of the layer-wise squared error)."""
+        if self.xtx is None:
+            raise ValueError("the Gram matrix was not collected (gram=False)")
+        return 2.0 * self.xtx / max(self.tokens, 1)
+
+    def patterns(self) -> torch.Tensor:
+        """[columns, pattern tokens]: each column's inputs on the first tokens seen."""
+        return torch.cat(self.pattern).T.contiguous() if self.pattern else torch.empty(self.columns, 0)
+
+
+@contextlib.contextmanager
+def collect_input_statistics(
+    modules: dict[str, nn.Linear], gram: bool = False, pattern_tokens: dict[str, int] | None = None
+) -> Iterator[dict[str, InputStatistics]]:
+    """Hook ``modules`` for the duration of the block; yields their statistics by name."""
+    pattern_tokens = pattern_tokens or {}
+    stats = {
+        name: InputStatistics(m.in_features, gram=gram, pattern_tokens=pattern_tokens.get(name, 0))
+        for name, m in modules.items()
+    }
+    handles = [
+        module.register_forward_pre_hook(lambda _m, args, s=stats[name]: s.add_batch(args[0]))
+        for name, module in modules.items()
+    ]
+    try:
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()

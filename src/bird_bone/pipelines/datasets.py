@@ -1,0 +1,85 @@
+"""Kedro datasets for bird-bone artifacts: model checkpoints, tensor collections, and JSON/text
+files written atomically (kedro-datasets writes in place; a killed run would leave half a file).
+The reading and writing itself lives in the pure library (``bird_bone.io``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractDataset
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.text import TextDataset
+
+from bird_bone.io.atomic import atomic_write_text
+from bird_bone.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bird_bone.io.tensors import load_tensors, save_tensors
+
+
+class CheckpointDataset(AbstractDataset[Checkpoint, Checkpoint]):
+    """A model checkpoint directory: safetensors + config + tokenizer + ``bird_bone.json``."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> Checkpoint:
+        return load_checkpoint(self._path)
+
+    def save(self, data: Checkpoint) -> None:
+        save_checkpoint(data, self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "config.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class TensorsDataset(AbstractDataset[dict, dict]):
+    """A named tensor collection (masks, statistics) in one safetensors file."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        return load_tensors(self._filepath)
+
+    def save(self, data: dict) -> None:
+        save_tensors(data, self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+def _local_path(dataset) -> str | None:
+    if dataset._protocol != "file":
+        return None
+    return str(PurePosixPath(dataset._get_save_path()))
+
+
+class AtomicJSONDataset(JSONDataset):
+    """kedro-datasets' JSONDataset, but a local save is temp-file-then-rename."""
+
+    def save(self, data: Any) -> None:
+        path = _local_path(self)
+        if path is None:
+            return super().save(data)
+        atomic_write_text(path, json.dumps(data, **self._save_args))
+        self._invalidate_cache()
+
+
+class AtomicTextDataset(TextDataset):
+    """kedro-datasets' TextDataset, but a local save is temp-file-then-rename."""
+
+    def save(self, data: str) -> None:
+        path = _local_path(self)
+        if path is None:
+            return super().save(data)
+        atomic_write_text(path, data)
+        self._invalidate_cache()

@@ -1,0 +1,81 @@
+"""Seeding: load the model, snapshot its fingerprints, and measure the baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from bird_bone.config import DataParams, EvalParams, ModelParams
+from bird_bone.data.text import load_text
+from bird_bone.data.windows import evaluation_windows, tokenize_text
+from bird_bone.eval.harness import run_lm_eval
+from bird_bone.eval.metrics import measure_model
+from bird_bone.io.checkpoint import Checkpoint
+from bird_bone.models.loading import load_model
+from bird_bone.seeding.fingerprint import git_state, library_versions, params_hash, state_dict_fingerprint
+from bird_bone.seeding.report import render_report
+
+
+def load_base_model(model: ModelParams) -> Checkpoint:
+    loaded = load_model(model.source, dtype=model.dtype)
+    return Checkpoint(loaded.model, loaded.tokenizer, {"provenance": loaded.provenance.to_dict()})
+
+
+def load_evaluation_text(data: DataParams) -> tuple[str, dict]:
+    spec = data.evaluation
+    text, source = load_text(spec.source, spec.split, spec.column, spec.config_name, spec.fallback)
+    return text, source.to_dict()
+
+
+def make_evaluation_windows(checkpoint: Checkpoint, text: str, text_source: dict, eval: EvalParams) -> torch.Tensor:
+    tokens = tokenize_text(checkpoint.tokenizer, text)
+    return evaluation_windows(tokens, eval.window_length, eval.windows, name=f"evaluation text '{text_source['spec']}'")
+
+
+def evaluate_model(checkpoint: Checkpoint, windows: torch.Tensor, eval: EvalParams) -> dict:
+    location = Path(checkpoint.metadata["provenance"]["location"])
+    files = [location] if location.exists() else None
+    return measure_model(checkpoint.model, windows, eval.batch_size, eval.throughput_batches, files)
+
+
+def evaluate_tasks(checkpoint: Checkpoint, text_source: dict, eval: EvalParams) -> dict:
+    if not eval.tasks:
+        return {}
+    local_text = text_source["location"] if text_source["kind"] == "file" else None
+    return run_lm_eval(
+        checkpoint.model,
+        checkpoint.tokenizer,
+        list(eval.tasks),
+        limit=eval.task_limit,
+        batch_size=eval.batch_size,
+        max_length=eval.window_length,
+        local_text=local_text,
+    )
+
+
+def snapshot_seed(checkpoint: Checkpoint, parameters: dict) -> dict:
+    plain = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in parameters.items()}
+    fingerprint = state_dict_fingerprint(checkpoint.model)
+    return {
+        "provenance": checkpoint.metadata["provenance"],
+        "state_dict_sha256": fingerprint["sha256"],
+        "tensors": fingerprint["tensors"],
+        "parameters": plain,
+        "params_sha256": params_hash(plain),
+        "libraries": library_versions(),
+        "git": git_state(),
+    }
+
+
+def build_report(seed: dict, text_source: dict, metrics: dict, lm_eval: dict) -> tuple[dict, str]:
+    report = {
+        "title": "baseline (seeding)",
+        "model": seed["provenance"],
+        "texts": {"evaluation": text_source},
+        "metrics": metrics,
+        "lm_eval": lm_eval,
+        "seed": {k: seed[k] for k in ("state_dict_sha256", "params_sha256", "git", "libraries")},
+    }
+    return report, render_report(report)

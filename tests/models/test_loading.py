@@ -1,0 +1,73 @@
+import time
+
+import pytest
+
+from bird_bone.errors import ModelLoadError
+from bird_bone.io.checkpoint import Checkpoint, save_checkpoint
+from bird_bone.models.loading import EMBEDDED_MODELS, embedded_model_path, load_model
+
+
+def test_local_hf_directory_loads_with_file_hashes(tmp_path, tiny_model, tiny_tokenizer):
+    save_checkpoint(Checkpoint(tiny_model, tiny_tokenizer), tmp_path / "m")
+    model, tokenizer, provenance = load_model(str(tmp_path / "m"))
+    assert provenance.kind == "local_dir"
+    assert "config.json" in provenance.files and len(provenance.files["model.safetensors"]) == 64
+    assert model.config.num_hidden_layers == 2 and tokenizer("cat").input_ids == tiny_tokenizer("cat").input_ids
+
+
+@pytest.mark.parametrize("spec", ["./no/such/dir", "/no/such/model.gguf", "models/a/b"])
+def test_missing_path_is_named(spec):
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(spec)
+
+
+def test_truncated_gguf_is_rejected(tmp_path):
+    source = embedded_model_path("smollm2-135m")
+    truncated = tmp_path / "cut.gguf"
+    with open(source, "rb") as handle:
+        truncated.write_bytes(handle.read(5_000_000))
+    with pytest.raises(ModelLoadError, match="cut.gguf is a truncated or corrupt GGUF"):
+        load_model(str(truncated), cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # nothing half-converted left behind
+
+
+def test_file_that_is_not_a_model(tmp_path):
+    bogus = tmp_path / "weights.gguf"
+    bogus.write_bytes(b"NOPE" + b"\0" * 100)
+    with pytest.raises(ModelLoadError, match="weights.gguf is not a GGUF file"):
+        load_model(str(bogus))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hi")
+    with pytest.raises(ModelLoadError, match="notes.txt is a file but not a GGUF model"):
+        load_model(str(notes))
+
+
+def test_unknown_hub_id_offline_fails_fast_naming_the_id(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # empty cache
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="'nobody-here/no-such-model'.*model.source=DIR"):
+        load_model("nobody-here/no-such-model")
+    assert time.monotonic() - start < 30
+
+
+def test_bad_spec_and_dtype():
+    with pytest.raises(ModelLoadError, match="neither an embedded name"):
+        load_model("not a model id!")
+    with pytest.raises(ModelLoadError, match="model.dtype"):
+        load_model("smollm2-135m", dtype="int4")
+
+
+def test_embedded_model_is_found_without_importing_its_package():
+    path = embedded_model_path("smollm2-135m")
+    assert path.name == EMBEDDED_MODELS["smollm2-135m"][1] and path.stat().st_size == 98_362_432
+
+
+@pytest.mark.slow
+def test_embedded_model_provenance_and_shape(smollm2):
+    model, tokenizer, provenance = smollm2
+    assert provenance.kind == "embedded" and "Q4_1" in provenance.description
+    assert provenance.files == {"SmolLM2-135M-Instruct.Q4_1.gguf": provenance.files["SmolLM2-135M-Instruct.Q4_1.gguf"]}
+    assert len(provenance.files["SmolLM2-135M-Instruct.Q4_1.gguf"]) == 64
+    assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert tokenizer("Hello world").input_ids == [19556, 905]

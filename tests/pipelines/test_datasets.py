@@ -1,0 +1,48 @@
+"""The Kedro datasets: checkpoints and tensor collections round-trip, JSON/text writes are atomic."""
+
+import json
+
+import pytest
+import torch
+from kedro.io import DataCatalog
+
+from bird_bone.io.checkpoint import Checkpoint
+from bird_bone.pipelines.datasets import AtomicJSONDataset, AtomicTextDataset, CheckpointDataset, TensorsDataset
+
+
+def test_checkpoint_dataset_from_catalog_config(tmp_path, tiny_model, tiny_tokenizer):
+    catalog = DataCatalog.from_config(
+        {"ckpt": {"type": "bird_bone.pipelines.datasets.CheckpointDataset", "path": str(tmp_path / "ckpt")}}
+    )
+    assert not catalog.exists("ckpt")
+    catalog.save("ckpt", Checkpoint(tiny_model, tiny_tokenizer, {"wave": 1}))
+    assert catalog.exists("ckpt")
+    loaded = catalog.load("ckpt")
+    assert loaded.metadata == {"wave": 1}
+    assert torch.equal(loaded.model.lm_head.weight, tiny_model.lm_head.weight)
+
+
+def test_tensors_dataset_round_trip(tmp_path):
+    dataset = TensorsDataset(filepath=str(tmp_path / "masks" / "wave_1.safetensors"))
+    masks = {"model.layers.0.mlp.up_proj": torch.rand(8, 4) > 0.5}
+    dataset.save(masks)
+    assert dataset.exists()
+    assert torch.equal(dataset.load()["model.layers.0.mlp.up_proj"], masks["model.layers.0.mlp.up_proj"])
+
+
+def test_atomic_json_and_text_datasets(tmp_path):
+    json_ds = AtomicJSONDataset(filepath=str(tmp_path / "m.json"), save_args={"indent": 1})
+    json_ds.save({"perplexity": 28.93})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"perplexity": 28.93}
+    assert json_ds.load() == {"perplexity": 28.93}
+    with pytest.raises(Exception):  # noqa: B017 - any serialisation error; the old file must survive
+        json_ds.save({"bad": object()})
+    assert json_ds.load() == {"perplexity": 28.93}
+    text_ds = AtomicTextDataset(filepath=str(tmp_path / "r.md"))
+    text_ds.save("# report\n")
+    assert text_ds.load() == "# report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "r.md"]
+
+
+def test_checkpoint_dataset_describes_its_path(tmp_path):
+    assert str(tmp_path) in repr(CheckpointDataset(path=str(tmp_path)))

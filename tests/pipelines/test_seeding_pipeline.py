@@ -1,0 +1,93 @@
+"""The seeding pipeline through Kedro: a fast run on a tiny model, a bad parameter, and (slow) the
+real `kedro run` command on the embedded model, each in a throw-away copy of the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bird_bone.io.checkpoint import Checkpoint, save_checkpoint
+from tests.conftest import ROOT, TINY_TEXT
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A copy of the project's configuration in tmp_path, as the working directory."""
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "src").mkdir()  # bird_bone itself is installed (editable) in the venv
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_session(project: Path, params: dict, pipeline: str = "seeding"):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        return session.run(pipeline_names=[pipeline])
+
+
+def test_seeding_runs_on_a_tiny_model(project, tiny_model, tiny_tokenizer):
+    save_checkpoint(Checkpoint(tiny_model, tiny_tokenizer), project / "tiny")
+    (project / "text.txt").write_text(TINY_TEXT)
+    run_session(
+        project,
+        {
+            "model": {"source": str(project / "tiny")},
+            "data": {"evaluation": {"source": str(project / "text.txt"), "fallback": None}},
+            "eval": {"windows": 3, "window_length": 16, "tasks": []},
+        },
+    )
+    report = json.loads((project / "data/08_reporting/report.json").read_text())
+    assert report["model"]["kind"] == "local_dir"
+    assert report["texts"]["evaluation"]["location"] == str(project / "text.txt")
+    assert report["metrics"]["eval_predicted_tokens"] == 3 * 15
+    assert 1.0 < report["metrics"]["perplexity"] < 2 * len(tiny_tokenizer)
+    seed = json.loads((project / "data/02_intermediate/seed.json").read_text())
+    assert seed["parameters"]["eval"]["windows"] == 3 and len(seed["params_sha256"]) == 64
+    assert set(seed["tensors"]) == set(tiny_model.state_dict())
+    assert (project / "models/baseline/model.safetensors").is_file()
+    assert "| perplexity |" in (project / "data/08_reporting/report.md").read_text()
+
+
+def test_invalid_parameter_fails_before_any_node_names_it(project):
+    from kedro.validation.exceptions import ParameterValidationError
+
+    with pytest.raises(ParameterValidationError, match=r"eval\.windows must be >= 1 \(got 0\)"):
+        run_session(project, {"eval": {"windows": 0}})
+    assert not (project / "models" / "baseline").exists()
+
+
+@pytest.mark.slow
+def test_kedro_run_on_the_embedded_model(project):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    kedro = Path(sys.executable).with_name("kedro")
+    shared = ROOT.parent / "shared"
+    if (shared / "data").is_dir():
+        os.symlink(shared, project.parent / "shared", target_is_directory=True)
+    result = subprocess.run(
+        [str(kedro), "run", "--params", "eval.windows=2,eval.task_limit=8"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((project / "data/08_reporting/report.json").read_text())
+    assert report["model"]["spec"] == "smollm2-135m" and "Q4_1" in report["model"]["description"]
+    assert report["metrics"]["parameters"] == 134_515_008
+    assert 10 < report["metrics"]["perplexity"] < 60
+    assert report["lm_eval"]["bird_bone_canary"]["acc"] > 0.25
+    assert "Q4_1" in (project / "data/08_reporting/report.md").read_text()
