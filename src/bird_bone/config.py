@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bird_bone.errors import BirdBoneError
 
@@ -66,9 +66,16 @@ class TextParams(Params):
     config_name: str | None = None
 
 
+class CalibrationParams(TextParams):
+    windows: int = Field(32, ge=1, description="random calibration windows (the papers: 128 x 2048)")
+    window_length: int = Field(512, ge=2)
+    seed: int = Field(0, description="random.seed of the window sampler, as in the Wanda/SparseGPT code")
+    batch_size: int = Field(8, ge=1, description="windows per forward pass in layer-wise calibration")
+
+
 class DataParams(Params):
     section: ClassVar[str] = "data"
-    calibration: TextParams
+    calibration: CalibrationParams
     evaluation: TextParams
 
 
@@ -80,3 +87,69 @@ class EvalParams(Params):
     throughput_batches: int = Field(2, ge=1, description="batches timed for tokens/s")
     tasks: list[str] = Field(default_factory=lambda: ["bird_bone_canary"], description="lm-eval tasks")
     task_limit: int | None = Field(None, ge=1, description="examples per lm-eval task (None: all)")
+
+
+class StructuredParams(Params):
+    fraction: float = Field(0.1, ge=0, lt=1, description="MLP neurons removed per wave, of the original width")
+    max_fraction_per_cluster: float = Field(0.1, gt=0, le=1, description="cap per activation cluster per wave")
+    clusters: int = Field(8, ge=1, description="k-means clusters of neurons per layer")
+    pattern_tokens: int = Field(256, ge=8, description="calibration tokens a neuron's pattern spans")
+
+
+class PruneParams(Params):
+    section: ClassVar[str] = "prune"
+    method: Literal["magnitude", "wanda", "sparsegpt", "structured"] = "wanda"
+    target_sparsity: float = Field(0.5, ge=0, lt=1, description="sparsity of decoder linears after the last wave")
+    waves: int = Field(1, ge=1, description="steps to reach the target (slow radius)")
+    schedule: Literal["linear", "cubic"] = "linear"
+    pattern: str = Field("unstructured", pattern=r"^(unstructured|[1-9][0-9]*:[1-9][0-9]*)$", description="or N:M")
+    blocksize: int = Field(128, ge=1, description="SparseGPT columns per block")
+    percdamp: float = Field(0.01, gt=0, description="SparseGPT dampening, fraction of mean diag(H)")
+    prune_embeddings: bool = Field(False, description="also prune token embeddings (magnitude, per row)")
+    save_gram: bool = Field(False, description="store X^T X per linear in the activation statistics (large)")
+    structured: StructuredParams = Field(default_factory=StructuredParams)
+
+    @property
+    def nm(self) -> tuple[int, int]:
+        if self.pattern == "unstructured":
+            return 0, 0
+        n, m = map(int, self.pattern.split(":"))
+        return n, m
+
+    @field_validator("pattern")
+    @classmethod
+    def _n_below_m(cls, value: str) -> str:
+        if value != "unstructured" and not int(value.split(":")[0]) < int(value.split(":")[1]):
+            raise ValueError(f"N:M pattern needs N < M, got {value}")
+        return value
+
+
+class NovaqRefineParams(Params):
+    enabled: bool = Field(True, description="run stage 3, teacher-guided refinement of the codebooks")
+    max_iterations: int = Field(50, ge=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    temperature: float = Field(1.0, gt=0, description="T of KL(p_teacher || p_student)")
+    kl_weight: float = Field(1.0, ge=0)
+    cosine_weight: float = Field(0.1, ge=0, description="lambda of sum over layers (1 - cos(h_t, h_s))")
+    tune_scales: bool = Field(False, description="also tune per-row means and outlier scales")
+    calibration_windows: int = Field(32, ge=1)
+    window_length: int = Field(256, ge=2)
+    batch_size: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class NovaqParams(Params):
+    section: ClassVar[str] = "novaq"
+    subspaces: int = Field(4, ge=1, le=64, description="weights per sub-vector")
+    codebook_size: int = Field(16, ge=2, le=65536, description="K1, primary codebook entries")
+    residual_codebook_size: int = Field(4, ge=1, le=65536, description="K2, residual codebook entries")
+    outlier_threshold: float = Field(0.01, ge=0, le=1, description="fraction of rows rescaled (1: all)")
+    group_rows: int = Field(0, ge=0, description="rows per codebook pair; 0: one pair per matrix")
+    kmeans_iterations: int = Field(20, ge=1)
+    kmeans_samples: int = Field(65536, ge=0, description="vectors per codebook k-means fits on (0: all)")
+    seed: int = 0
+    activation_aware: bool = Field(False, description="weight k-means by calibration E[x_j^2] per input column")
+    include_embeddings: bool = Field(False, description="also quantize token embeddings / output head")
+    dense_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    teacher_model: str | None = Field(None, description="model spec of the teacher (default: the original)")
+    refine: NovaqRefineParams = Field(default_factory=NovaqRefineParams)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,28 +13,7 @@ import pytest
 
 from bird_bone.io.checkpoint import Checkpoint, save_checkpoint
 from tests.conftest import ROOT, TINY_TEXT
-
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A copy of the project's configuration in tmp_path, as the working directory."""
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "src").mkdir()  # bird_bone itself is installed (editable) in the venv
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def run_session(project: Path, params: dict, pipeline: str = "seeding"):
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=params) as session:
-        return session.run(pipeline_names=[pipeline])
+from tests.pipelines.conftest import run_session
 
 
 def test_seeding_runs_on_a_tiny_model(project, tiny_model, tiny_tokenizer):
@@ -77,7 +55,7 @@ def test_kedro_run_on_the_embedded_model(project):
     if (shared / "data").is_dir():
         os.symlink(shared, project.parent / "shared", target_is_directory=True)
     result = subprocess.run(
-        [str(kedro), "run", "--params", "eval.windows=2,eval.task_limit=8"],
+        [str(kedro), "run", "--params", "eval.windows=2,eval.task_limit=8,data.calibration.windows=4"],
         cwd=project,
         env=env,
         capture_output=True,
@@ -91,3 +69,6 @@ def test_kedro_run_on_the_embedded_model(project):
     assert 10 < report["metrics"]["perplexity"] < 60
     assert report["lm_eval"]["bird_bone_canary"]["acc"] > 0.25
     assert "Q4_1" in (project / "data/08_reporting/report.md").read_text()
+    pruned = json.loads((project / "data/08_reporting/pruned_metrics.json").read_text())
+    assert 0.39 < pruned["sparsity"] < 0.41  # 50 % of the decoder linears, ~80 % of all parameters
+    assert pruned["perplexity"] > report["metrics"]["perplexity"]

@@ -30,6 +30,11 @@ class InputStatistics:
     pattern: list[torch.Tensor] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens = 0
+        self.pattern = []
         self.sq_norms = torch.zeros(self.columns, dtype=torch.float32)
         self.abs_sum = torch.zeros(self.columns, dtype=torch.float32)
         if self.gram:

@@ -38,10 +38,10 @@ def calibration_windows(
     """``windows`` random windows, shape [windows, window_length], drawn as the Wanda/SparseGPT
     code draws them: ``random.seed(seed)``, then ``i = randint(0, n - window_length - 1)`` each."""
     n = tokens.numel()
-    if n - window_length - 1 < 0:
-        raise TextLoadError(f"{name} has {n} tokens: too short for calibration windows of {window_length}")
     if windows < 1:
         raise TextLoadError(f"calibration needs at least 1 window, got {windows}")
+    if n < windows * window_length + 1:
+        raise TextLoadError(f"{name} has {n} tokens: too short for {windows} calibration windows of {window_length}")
     rng = random.Random(seed)
     starts = [rng.randint(0, n - window_length - 1) for _ in range(windows)]
     return torch.stack([tokens[i : i + window_length] for i in starts])

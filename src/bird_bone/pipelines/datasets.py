@@ -38,23 +38,26 @@ class CheckpointDataset(AbstractDataset[Checkpoint, Checkpoint]):
 
 
 class TensorsDataset(AbstractDataset[dict, dict]):
-    """A named tensor collection (masks, statistics) in one safetensors file."""
+    """A named tensor collection (masks, statistics) in one safetensors file. With ``key``, the
+    dataset holds a single tensor, stored under that name."""
 
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+    def __init__(self, filepath: str, key: str | None = None, metadata: dict[str, Any] | None = None):
         self._filepath = Path(filepath)
+        self._key = key
         self.metadata = metadata
 
-    def load(self) -> dict:
-        return load_tensors(self._filepath)
+    def load(self):
+        tensors = load_tensors(self._filepath)
+        return tensors[self._key] if self._key else tensors
 
-    def save(self, data: dict) -> None:
-        save_tensors(data, self._filepath)
+    def save(self, data) -> None:
+        save_tensors({self._key: data} if self._key else data, self._filepath)
 
     def _exists(self) -> bool:
         return self._filepath.is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), "key": self._key}
 
 
 def _local_path(dataset) -> str | None:

@@ -35,8 +35,8 @@ def make_evaluation_windows(checkpoint: Checkpoint, text: str, text_source: dict
 
 
 def evaluate_model(checkpoint: Checkpoint, windows: torch.Tensor, eval: EvalParams) -> dict:
-    location = Path(checkpoint.metadata["provenance"]["location"])
-    files = [location] if location.exists() else None
+    location = checkpoint.metadata.get("provenance", {}).get("location")
+    files = [location] if location and Path(location).exists() and checkpoint.metadata.get("stage") is None else None
     return measure_model(checkpoint.model, windows, eval.batch_size, eval.throughput_batches, files)
 
 

@@ -1,0 +1,117 @@
+"""Benchmark: every pruning method and pattern on the embedded model, one process per row.
+
+    .venv/bin/python benchmarks/prune.py                 # all rows (about 15 minutes on 2 cores)
+    .venv/bin/python benchmarks/prune.py --rows wanda-50 sparsegpt-2:4 --eval-windows 8
+
+Protocol (issue 3): evaluation on the first 32 non-overlapping windows of 512 tokens of WikiText-2
+raw test, tokenized once with the model's tokenizer, perplexity = exp(total NLL / predicted tokens);
+calibration: 32 windows of 512 tokens drawn with random.seed(0) from the tokenized WikiText-2
+validation text; 2 threads; decoder-layer linears only (embeddings and head dense). Each row runs in
+its own process so its peak memory (RSS high-water mark) is its own. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROWS = {
+    "magnitude-50": ("magnitude", 0.5, "unstructured"),
+    "wanda-50": ("wanda", 0.5, "unstructured"),
+    "wanda-2:4": ("wanda", 0.5, "2:4"),
+    "sparsegpt-50": ("sparsegpt", 0.5, "unstructured"),
+    "sparsegpt-2:4": ("sparsegpt", 0.5, "2:4"),
+    "structured-20": ("structured", 0.2, "neurons"),
+}
+
+
+def run_row(row: str, eval_windows: int, threads: int) -> dict:
+    import torch
+
+    from bird_bone.data.windows import calibration_windows, evaluation_windows, tokenize_text
+    from bird_bone.eval.perplexity import perplexity
+    from bird_bone.eval.speed import forward_throughput
+    from bird_bone.models.adapters import mlp_widths
+    from bird_bone.models.loading import load_model
+    from bird_bone.prune.structured import remove_neurons
+    from bird_bone.prune.wave import mask_sparsity, prune_wave
+
+    torch.set_num_threads(threads)
+    method, sparsity, pattern = ROWS[row]
+    model, tokenizer, _ = load_model("smollm2-135m")
+    calibration = calibration_windows(
+        tokenize_text(tokenizer, (SHARED / "wikitext2-valid-tokenized.txt").read_text()), 512, 32, seed=0
+    )
+    evaluation = evaluation_windows(
+        tokenize_text(tokenizer, (SHARED / "wikitext2-raw-test.txt").read_text()), 512, eval_windows
+    )
+    dense_speed = forward_throughput(model, evaluation, batch_size=4, batches=2) if method == "structured" else None
+    start = time.perf_counter()
+    if method == "structured":  # two waves of 10 %, each cluster giving at most 15 % per wave
+        kept = remove_neurons(model, calibration, 0.1, 0.15, batch_size=8)
+        remove_neurons(model, calibration, 0.2, 0.15, batch_size=8, kept=kept)
+        widths = mlp_widths(model)
+        achieved = 1 - sum(widths) / (len(widths) * model.config.intermediate_size)
+    else:
+        n, m = (2, 4) if pattern == "2:4" else (0, 0)
+        achieved = mask_sparsity(prune_wave(model, method, sparsity, calibration, n, m, batch_size=8))
+    seconds = time.perf_counter() - start
+    ppl = perplexity(model, evaluation, batch_size=4, progress=False)
+    result = {
+        "row": row,
+        "method": method,
+        "pattern": pattern,
+        "seconds": seconds,
+        "perplexity": ppl.perplexity,
+        "sparsity": achieved,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if dense_speed:
+        pruned_speed = forward_throughput(model, evaluation, batch_size=4, batches=2)
+        result["speedup"] = pruned_speed["tokens_per_second"] / dense_speed["tokens_per_second"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--eval-windows", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row, print JSON
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_row(args.one, args.eval_windows, args.threads)))
+        return 0
+    header = ["row", "sparsity achieved (structured: neurons removed)", f"perplexity ({args.eval_windows} x 512)",
+              "pruning time (s)", "peak RSS (MiB)", "forward speed-up"]
+    print("| " + " | ".join(header) + " |\n" + "| --- " * len(header) + "|", flush=True)
+    for row in args.rows:
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            row,
+            "--eval-windows",
+            str(args.eval_windows),
+            "--threads",
+            str(args.threads),
+        ]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
+        print(
+            f"| {row} | {r['sparsity']:.4f} | {r['perplexity']:.2f} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} "
+            f"| {speed} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

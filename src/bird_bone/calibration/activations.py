@@ -1,0 +1,68 @@
+"""Activation logging: per decoder-layer linear, the statistics every later stage reads.
+
+Stored per linear ``<module>``: ``<module>.input_sq_norms`` (Wanda's ||X_j||^2), ``<module>.input_abs_mean``,
+optionally ``<module>.input_gram`` (X^T X: SparseGPT/GPTQ, and the importance matrix of GGUF
+quantization); per MLP ``<layer>.mlp.neuron_values`` and ``<layer>.mlp.neuron_clusters`` (k-means
+on activation patterns) for cluster-aware structured pruning. Also draws the heat-map.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bird_bone.calibration.sequential import run_sequential
+from bird_bone.models.adapters import layer_prefix, mlp_projections
+from bird_bone.prune.structured import cluster_neurons, neuron_values
+
+
+def log_activations(
+    model: nn.Module,
+    windows: torch.Tensor,
+    batch_size: int = 8,
+    gram: bool = False,
+    clusters: int = 8,
+    pattern_tokens: int = 256,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Run the calibration windows layer by layer (the model is not changed) and collect stats."""
+    prefix, out = layer_prefix(model), {}
+
+    def visit(index, layer, stats) -> bool:
+        for name, s in stats.items():
+            key = f"{prefix}.{index}.{name}"
+            out[f"{key}.input_sq_norms"] = s.sq_norms
+            out[f"{key}.input_abs_mean"] = s.abs_mean
+            if gram:
+                out[f"{key}.input_gram"] = s.xtx
+        down = stats.get("mlp.down_proj")
+        if down is not None:
+            out[f"{prefix}.{index}.mlp.neuron_values"] = neuron_values(mlp_projections(layer)[2].weight, down.abs_mean)
+            out[f"{prefix}.{index}.mlp.neuron_clusters"] = cluster_neurons(down.patterns(), clusters, seed)
+        return False
+
+    run_sequential(model, windows, visit, batch_size, gram, {"mlp.down_proj": pattern_tokens}, modifies=False)
+    return out
+
+
+def activation_heatmap(stats: dict[str, torch.Tensor], tokens: int):
+    """Figure: RMS input per channel of each layer's attention (left) and MLP neurons (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def rows(suffix: str) -> torch.Tensor:
+        keys = sorted(
+            (k for k in stats if k.endswith(suffix)), key=lambda k: int(k.split(".")[-(suffix.count(".") + 2)])
+        )
+        return torch.stack([(stats[k] / tokens).sqrt() for k in keys]) if keys else torch.zeros(1, 1)
+
+    attention = rows("self_attn.q_proj.input_sq_norms")
+    neurons = rows("mlp.down_proj.input_sq_norms")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+    for ax, data, title in zip(axes, (attention, neurons), ("attention input channels", "MLP neurons")):
+        image = ax.imshow(data.log10().clamp(min=-4).numpy(), aspect="auto", cmap="magma", interpolation="nearest")
+        ax.set(title=f"log10 RMS activation: {title}", xlabel="channel", ylabel="decoder layer")
+        fig.colorbar(image, ax=ax)
+    return fig

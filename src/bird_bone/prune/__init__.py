@@ -1,0 +1,1 @@
+"""Pruning: importance scores, mask selection, the SparseGPT solver, structured neuron removal."""

@@ -1,0 +1,92 @@
+"""Cluster-aware structured pruning of MLP neurons ("BAP", the product's biophase pruning).
+
+Neurons of each layer's MLP are grouped by k-means on their activation patterns (normalised
+activations over a fixed sample of calibration tokens), each neuron is valued by its expected
+contribution mean|a_j| * ||W_down[:, j]||_2, and every wave removes the lowest-valued neurons,
+at most ``max_fraction_per_cluster`` of any one cluster, so no functional group is wiped out.
+Removed neurons are cut out of gate/up (rows) and down (columns): the model gets smaller and
+faster, not just sparser. k-means is scikit-learn's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+from bird_bone.calibration.sequential import run_sequential
+from bird_bone.models.adapters import keep_neurons, layer_prefix, mlp_projections
+
+log = logging.getLogger(__name__)
+
+
+def neuron_values(down_weight: torch.Tensor, abs_mean: torch.Tensor) -> torch.Tensor:
+    """mean|a_j| * ||W_down[:, j]||_2 for each neuron j; ``down_weight`` is [hidden, neurons]."""
+    return abs_mean.float() * down_weight.detach().float().norm(dim=0)
+
+
+def cluster_neurons(patterns: torch.Tensor, clusters: int, seed: int = 0) -> torch.Tensor:
+    """k-means cluster id of each neuron from its activation pattern [neurons, tokens]."""
+    from sklearn.cluster import KMeans
+
+    clusters = min(clusters, patterns.shape[0])
+    features = torch.nn.functional.normalize(patterns.float(), dim=1).numpy()
+    labels = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit_predict(features)
+    return torch.as_tensor(labels, dtype=torch.long)
+
+
+def select_neurons(values: torch.Tensor, cluster_ids: torch.Tensor, count: int, max_fraction_per_cluster: float):
+    """Indices of the ``count`` lowest-valued neurons (fewer if the per-cluster caps bind)."""
+    caps = {int(c): math.floor(max_fraction_per_cluster * int((cluster_ids == c).sum())) for c in cluster_ids.unique()}
+    removed: list[int] = []
+    for j in torch.argsort(values, stable=True).tolist():
+        if len(removed) == count:
+            break
+        c = int(cluster_ids[j])
+        if caps[c] > 0:
+            caps[c] -= 1
+            removed.append(j)
+    return torch.tensor(sorted(removed), dtype=torch.long)
+
+
+def remove_neurons(
+    model: nn.Module,
+    windows: torch.Tensor,
+    fraction: float,
+    max_fraction_per_cluster: float = 0.1,
+    clusters: int = 8,
+    pattern_tokens: int = 256,
+    seed: int = 0,
+    batch_size: int = 8,
+    kept: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """One wave: cut each layer's MLP down towards ``fraction`` of its original neurons removed
+    (cumulative over waves), taking at most ``max_fraction_per_cluster`` of any cluster this wave.
+
+    ``kept`` maps layer names to the original indices of their surviving neurons (from earlier
+    waves); the updated map is returned, so the cut is recorded and reversible.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction of neurons must be in [0, 1), got {fraction}")
+    prefix, kept = layer_prefix(model), dict(kept or {})
+
+    def visit(index, layer, stats) -> bool:
+        name = f"{prefix}.{index}.mlp"
+        down_stats = stats["mlp.down_proj"]
+        width = mlp_projections(layer)[0].out_features
+        original = kept.get(name, torch.arange(width))
+        count = max(0, round(model.config.intermediate_size * fraction) - (model.config.intermediate_size - width))
+        values = neuron_values(mlp_projections(layer)[2].weight, down_stats.abs_mean)
+        ids = cluster_neurons(down_stats.patterns(), clusters, seed)
+        removed = select_neurons(values, ids, count, max_fraction_per_cluster)
+        survivors = torch.ones(width, dtype=torch.bool)
+        survivors[removed] = False
+        keep_neurons(layer, survivors.nonzero().squeeze(1))
+        kept[name] = original[survivors]
+        return bool(len(removed))
+
+    run_sequential(model, windows, visit, batch_size, pattern_tokens={"mlp.down_proj": pattern_tokens})
+    log.info("structured wave: MLP widths now %s", sorted({len(v) for v in kept.values()}))
+    return kept

@@ -1,0 +1,158 @@
+"""One pruning wave over a whole model, and the schedule of waves ("slow radius").
+
+A wave prunes every decoder-layer linear to a cumulative sparsity with one method; weights pruned
+by earlier waves stay pruned (their masks are passed in) and the wave returns the new masks.
+Embeddings and the LM head are never touched here: they are not decoder-layer linears.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from bird_bone.calibration.sequential import run_sequential
+from bird_bone.models.adapters import decoder_layers, layer_prefix, linear_modules, prunable_linears
+from bird_bone.prune.magnitude import magnitude_scores
+from bird_bone.prune.masks import apply_mask, check_nm, select_mask
+from bird_bone.prune.sparsegpt import sparsegpt_prune
+from bird_bone.prune.wanda import wanda_scores
+
+log = logging.getLogger(__name__)
+METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+def sparsity_schedule(target: float, waves: int, kind: str = "linear") -> list[float]:
+    """Cumulative sparsity after each wave. ``cubic``: Zhu & Gupta (2017) eq. 1, prunes fast early."""
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"target sparsity must be in [0, 1), got {target}")
+    if waves < 1:
+        raise ValueError(f"waves must be >= 1, got {waves}")
+    if kind == "linear":
+        return [target * (k + 1) / waves for k in range(waves)]
+    if kind == "cubic":
+        return [target * (1 - (1 - (k + 1) / waves) ** 3) for k in range(waves)]
+    raise ValueError(f"unknown schedule '{kind}' (linear, cubic)")
+
+
+def check_pattern(model: nn.Module, n: int, m: int) -> None:
+    """Fail before any work when an N:M pattern does not divide some layer's width."""
+    if n or m:
+        for name, module in prunable_linears(model).items():
+            check_nm(n, m, module.in_features, name)
+
+
+def _mask_linear(name, module, stats, method, sparsity, n, m, prior, blocksize, percdamp) -> torch.Tensor:
+    weight = module.weight.data
+    if method == "sparsegpt":
+        new_weight, mask = sparsegpt_prune(weight, stats.hessian, sparsity, n, m, blocksize, percdamp, prior)
+        weight.copy_(new_weight)
+    elif method == "wanda":
+        mask = select_mask(wanda_scores(weight, stats.sq_norms), sparsity, n, m, "row", prior)
+    else:
+        mask = select_mask(magnitude_scores(weight), sparsity, n, m, "layer", prior)
+    apply_mask(weight, mask)
+    return mask
+
+
+def prune_wave(
+    model: nn.Module,
+    method: str,
+    sparsity: float,
+    windows: torch.Tensor | None = None,
+    n: int = 0,
+    m: int = 0,
+    prior_masks: dict[str, torch.Tensor] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    batch_size: int = 8,
+    include_embeddings: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Prune ``model`` in place to ``sparsity`` (or N:M); returns masks by full module name (weights).
+
+    ``include_embeddings``: also prune the input embeddings (by magnitude, per token row; with
+    tied weights this prunes the LM head too). Off by default: they stay dense.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method '{method}' (choose from {', '.join(METHODS)})")
+    check_pattern(model, n, m)
+    prior_masks = prior_masks or {}
+    masks: dict[str, torch.Tensor] = {}
+    prefix = layer_prefix(model)
+
+    def visit(index, layer, stats) -> bool:
+        for name, module in linear_modules(layer).items():
+            full = f"{prefix}.{index}.{name}"
+            args = (method, sparsity, n, m, prior_masks.get(full), blocksize, percdamp)
+            masks[full] = _mask_linear(full, module, stats.get(name), *args)
+        return True
+
+    if include_embeddings:
+        name, embedding = _input_embeddings(model)
+        masks[name] = select_mask(
+            magnitude_scores(embedding.weight), sparsity, scope="row", pruned=prior_masks.get(name)
+        )
+        apply_mask(embedding.weight.data, masks[name])
+    if method == "magnitude":  # needs no calibration data
+        for index, layer in enumerate(decoder_layers(model)):
+            visit(index, layer, {})
+    else:
+        if windows is None:
+            raise ValueError(f"method '{method}' needs calibration windows")
+        run_sequential(model, windows, visit, batch_size=batch_size, gram=method == "sparsegpt")
+    log.info("%s wave to %s: sparsity %.4f", method, f"{n}:{m}" if n else f"{sparsity:.3f}", mask_sparsity(masks))
+    return masks
+
+
+def _input_embeddings(model: nn.Module) -> tuple[str, nn.Module]:
+    embedding = model.get_input_embeddings()
+    return next(name for name, module in model.named_modules() if module is embedding), embedding
+
+
+def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:
+    total = sum(mask.numel() for mask in masks.values())
+    return sum(int(mask.sum()) for mask in masks.values()) / total if total else 0.0
+
+
+def sparsity_summary(masks: dict[str, torch.Tensor]) -> dict:
+    """JSON-ready: overall and per-layer fraction of pruned weights."""
+    layers = {name: int(mask.sum()) / mask.numel() for name, mask in masks.items()}
+    return {
+        "sparsity": mask_sparsity(masks),
+        "layers": layers,
+        "pruned_weights": sum(int(m.sum()) for m in masks.values()),
+    }
+
+
+def prune_in_waves(
+    model: nn.Module,
+    windows: torch.Tensor | None,
+    method: str,
+    schedule: list[float],
+    n: int = 0,
+    m: int = 0,
+    on_wave=None,
+    **options,
+) -> tuple[list[dict[str, torch.Tensor]], list[dict]]:
+    """Run one wave per cumulative sparsity in ``schedule`` (each keeps the earlier masks).
+
+    ``on_wave(k, masks)`` runs after wave ``k`` (1-based), e.g. to heal or remove neurons.
+    Returns the masks after every wave and a JSON-ready summary of each.
+    """
+    import time
+
+    all_masks, summaries, masks = [], [], {}
+    for k, sparsity in enumerate(schedule, start=1):
+        start = time.perf_counter()
+        masks = prune_wave(model, method, sparsity, windows, n, m, prior_masks=masks, **options)
+        if on_wave is not None:
+            on_wave(k, masks)
+        summary = {
+            "wave": k,
+            "target_sparsity": None if n else sparsity,
+            "pattern": f"{n}:{m}" if n else "unstructured",
+        }
+        summaries.append({**summary, **sparsity_summary(masks), "seconds": time.perf_counter() - start})
+        all_masks.append({name: mask.clone() for name, mask in masks.items()})
+    return all_masks, summaries

@@ -1,0 +1,62 @@
+import torch
+
+from bird_bone.calibration.sequential import capture_layer_inputs, run_sequential
+from bird_bone.calibration.statistics import InputStatistics, collect_input_statistics
+from bird_bone.models.adapters import decoder_layers, linear_modules, prunable_linears
+
+
+def test_statistics_match_a_direct_computation():
+    x = torch.randn(3, 5, 4)
+    stats = InputStatistics(4, gram=True, pattern_tokens=6)
+    stats.add_batch(x[:2])
+    stats.add_batch(x[2:])
+    flat = x.reshape(-1, 4)
+    assert torch.allclose(stats.sq_norms, flat.square().sum(0))
+    assert torch.allclose(stats.abs_mean, flat.abs().mean(0))
+    assert torch.allclose(stats.hessian, 2 * flat.T @ flat / 15, atol=1e-5)
+    assert torch.equal(stats.patterns(), flat[:6].T)
+
+
+def test_hooks_are_removed_after_the_block(tiny_model):
+    modules = linear_modules(decoder_layers(tiny_model)[0])
+    with collect_input_statistics(modules) as stats:
+        tiny_model(torch.randint(0, 50, (1, 8)))
+    assert stats["mlp.down_proj"].tokens == 8
+    tiny_model(torch.randint(0, 50, (1, 8)))
+    assert stats["mlp.down_proj"].tokens == 8  # no hook left behind
+    assert all(not m._forward_pre_hooks for m in modules.values())
+
+
+def test_driver_feeds_each_layer_the_outputs_of_the_modified_previous_layer(tiny_model):
+    windows = torch.randint(0, tiny_model.config.vocab_size, (5, 12))
+    seen = {}
+
+    def visit(index, layer, stats):
+        seen[index] = stats["self_attn.q_proj"].sq_norms.clone()
+        if index == 0:  # modify layer 0: layer 1 must see the modified outputs
+            layer.mlp.down_proj.weight.data.zero_()
+        return True
+
+    run_sequential(tiny_model, windows, visit, batch_size=2, progress=False)
+    # reference: inputs of layer 1 in a plain forward of the already-modified model
+    modules = {"q": decoder_layers(tiny_model)[1].self_attn.q_proj}
+    with collect_input_statistics(modules) as reference:
+        tiny_model(windows)
+    assert torch.allclose(seen[1], reference["q"].sq_norms, rtol=1e-4)
+    assert set(seen) == {0, 1}
+
+
+def test_capture_and_unmodified_pass(tiny_model):
+    windows = torch.randint(0, tiny_model.config.vocab_size, (5, 12))
+    hidden, kwargs = capture_layer_inputs(tiny_model, windows, batch_size=2)
+    assert [h.shape[0] for h in hidden] == [2, 2, 1] and len(kwargs) == 3
+    tokens = {}
+    run_sequential(
+        tiny_model,
+        windows,
+        lambda i, layer, s: tokens.update({i: s["mlp.down_proj"].tokens}) or False,
+        progress=False,
+        modifies=False,
+    )
+    assert tokens == {0: 60, 1: 60}
+    assert len(prunable_linears(tiny_model)) == 14
