@@ -88,8 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_row(args.one, args.eval_windows, args.threads)))
         return 0
-    header = ["row", "sparsity achieved (structured: neurons removed)", f"perplexity ({args.eval_windows} x 512)",
-              "pruning time (s)", "peak RSS (MiB)", "forward speed-up"]
+    header = [
+        "row",
+        "sparsity achieved (structured: neurons removed)",
+        f"perplexity ({args.eval_windows} x 512)",
+        "pruning time (s)",
+        "peak RSS (MiB)",
+        "forward speed-up",
+    ]
     print("| " + " | ".join(header) + " |\n" + "| --- " * len(header) + "|", flush=True)
     for row in args.rows:
         command = [

@@ -1,12 +1,15 @@
-"""Project pipelines: `kedro run` runs them all in order (seeding, then pruning)."""
+"""Project pipelines. `kedro run` runs the default: seeding, then pruning. NOVAQ quantization runs on
+its own (`kedro run --pipeline novaq`) until its quality targets are met (see docs/benchmarks.md)."""
 
 from kedro.pipeline import Pipeline
 
+from bird_bone.pipelines.novaq.pipeline import create_pipeline as novaq
 from bird_bone.pipelines.prune.pipeline import create_pipeline as prune
 from bird_bone.pipelines.seeding.pipeline import create_pipeline as seeding
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    pipelines = {"seeding": seeding(), "prune": prune()}
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    pipelines = {"seeding": seeding(), "prune": prune(), "novaq": novaq()}
+    pipelines["__default__"] = pipelines["seeding"] + pipelines["prune"]
+    pipelines["all"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -60,3 +60,24 @@ def test_capture_and_unmodified_pass(tiny_model):
     )
     assert tokens == {0: 60, 1: 60}
     assert len(prunable_linears(tiny_model)) == 14
+
+
+def test_upper_block_gram_equals_the_full_product():
+    from bird_bone.calibration.statistics import accumulate_upper_gram, symmetric_from_upper
+
+    x = torch.randn(50, 13)
+    xtx = torch.zeros(13, 13)
+    accumulate_upper_gram(xtx, x[:20])
+    accumulate_upper_gram(xtx, x[20:])
+    assert torch.allclose(symmetric_from_upper(xtx), x.T @ x, atol=1e-4)
+
+
+def test_modules_fed_the_same_tensor_share_statistics(tiny_model):
+    layer = decoder_layers(tiny_model)[0]
+    with collect_input_statistics(linear_modules(layer), gram=True) as stats:
+        tiny_model(torch.randint(0, 50, (2, 8)))
+        tiny_model(torch.randint(0, 50, (1, 8)))
+    assert stats["self_attn.q_proj"] is stats["self_attn.k_proj"] is stats["self_attn.v_proj"]
+    assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
+    assert stats["self_attn.o_proj"] is not stats["self_attn.q_proj"]
+    assert stats["self_attn.q_proj"].tokens == 24 and stats["mlp.down_proj"].tokens == 24

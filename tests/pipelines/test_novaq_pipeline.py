@@ -12,7 +12,7 @@ from bird_bone.export.novaq_read import validate_novaq
 from bird_bone.io.checkpoint import Checkpoint, save_checkpoint
 from bird_bone.pipelines.novaq.pipeline import create_pipeline
 from tests.conftest import TINY_TEXT, make_tiny_llama
-from tests.pipelines.test_seeding_pipeline import project, run_session  # noqa: F401  (fixture)
+from tests.pipelines.conftest import run_session  # the `project` fixture comes from conftest.py
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def log_activations(
             out[f"{key}.input_sq_norms"] = s.sq_norms
             out[f"{key}.input_abs_mean"] = s.abs_mean
             if gram:
-                out[f"{key}.input_gram"] = s.xtx
+                out[f"{key}.input_gram"] = s.gram_matrix
         down = stats.get("mlp.down_proj")
         if down is not None:
             out[f"{prefix}.{index}.mlp.neuron_values"] = neuron_values(mlp_projections(layer)[2].weight, down.abs_mean)

@@ -18,6 +18,29 @@ import torch
 from torch import nn
 
 
+def _blocks(columns: int, parts: int = 4) -> list[slice]:
+    step = -(-columns // parts)
+    return [slice(i, min(i + step, columns)) for i in range(0, columns, step)]
+
+
+def accumulate_upper_gram(xtx: torch.Tensor, x: torch.Tensor) -> None:
+    """xtx += X^T X on the diagonal and upper blocks only: 10 of 16 block products, the lower
+    blocks being their transposes (see ``symmetric_from_upper``)."""
+    blocks = _blocks(x.shape[1])
+    for i, rows in enumerate(blocks):
+        for cols in blocks[i:]:
+            xtx[rows, cols].addmm_(x[:, rows].T, x[:, cols])
+
+
+def symmetric_from_upper(xtx: torch.Tensor) -> torch.Tensor:
+    full = xtx.clone()
+    blocks = _blocks(xtx.shape[1])
+    for i, rows in enumerate(blocks):
+        for cols in blocks[i + 1 :]:
+            full[cols, rows] = xtx[rows, cols].T
+    return full
+
+
 @dataclass
 class InputStatistics:
     columns: int
@@ -47,7 +70,7 @@ class InputStatistics:
         self.sq_norms += x.square().sum(0)
         self.abs_sum += x.abs().sum(0)
         if self.xtx is not None:
-            self.xtx.addmm_(x.T, x)
+            accumulate_upper_gram(self.xtx, x)
         have = sum(p.shape[0] for p in self.pattern)
         if have < self.pattern_tokens:
             self.pattern.append(x[: self.pattern_tokens - have].clone())
@@ -57,11 +80,16 @@ class InputStatistics:
         return self.abs_sum / max(self.tokens, 1)
 
     @property
-    def hessian(self) -> torch.Tensor:
-        """H = 2 X^T X / tokens (SparseGPT eq. 1's Hessian of the layer-wise squared error)."""
+    def gram_matrix(self) -> torch.Tensor:
+        """X^T X over every token seen (symmetric)."""
         if self.xtx is None:
             raise ValueError("the Gram matrix was not collected (gram=False)")
-        return 2.0 * self.xtx / max(self.tokens, 1)
+        return symmetric_from_upper(self.xtx)
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """H = 2 X^T X / tokens (SparseGPT eq. 1's Hessian of the layer-wise squared error)."""
+        return 2.0 * self.gram_matrix / max(self.tokens, 1)
 
     def patterns(self) -> torch.Tensor:
         """[columns, pattern tokens]: each column's inputs on the first tokens seen."""
@@ -72,18 +100,34 @@ class InputStatistics:
 def collect_input_statistics(
     modules: dict[str, nn.Linear], gram: bool = False, pattern_tokens: dict[str, int] | None = None
 ) -> Iterator[dict[str, InputStatistics]]:
-    """Hook ``modules`` for the duration of the block; yields their statistics by name."""
+    """Hook ``modules`` for the duration of the block; yields their statistics by name.
+
+    Modules fed the very same input tensor one after the other (q/k/v, gate/up) share one
+    statistics object: it is accumulated once, not once per module.
+    """
     pattern_tokens = pattern_tokens or {}
     stats = {
         name: InputStatistics(m.in_features, gram=gram, pattern_tokens=pattern_tokens.get(name, 0))
         for name, m in modules.items()
     }
-    handles = [
-        module.register_forward_pre_hook(lambda _m, args, s=stats[name]: s.add_batch(args[0]))
-        for name, module in modules.items()
-    ]
+    last: dict = {"input": None, "name": None}
+
+    def hook(name: str):
+        def accumulate(_module, args) -> None:
+            x = args[0]
+            if last["input"] is x and pattern_tokens.get(name, 0) == pattern_tokens.get(last["name"], 0):
+                stats[name] = stats[last["name"]]  # same tensor as the previous module's input
+            else:
+                stats[name].add_batch(x)
+                last["name"] = name
+            last["input"] = x
+
+        return accumulate
+
+    handles = [module.register_forward_pre_hook(hook(name)) for name, module in modules.items()]
     try:
         yield stats
     finally:
+        last.clear()
         for handle in handles:
             handle.remove()

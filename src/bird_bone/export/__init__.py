@@ -1,0 +1,1 @@
+"""Compressed-model file formats (the NOVAQ directory format)."""

@@ -1,0 +1,2 @@
+"""Weight quantization: NOVAQ (normalize, residual vector codebooks, teacher-guided refinement) and a
+round-to-nearest baseline."""

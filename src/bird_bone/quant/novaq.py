@@ -1,0 +1,205 @@
+"""NOVAQ composed: normalize (stage 1), residual vector codebooks (stage 2), decode, bit accounting.
+
+Like torchao's ``quantize_(model, config)``: :func:`quantize_model` takes a model, a
+:class:`NovaqConfig` and a filter over weight names and returns one :class:`NovaqTensor` per chosen
+2-D weight, without touching the model; :func:`apply_quantized` writes the decoded weights back
+(dense float, i.e. what a reader of the NOVAQ file gets). Keeping the codes outside the model lets
+refinement (``refine.py``) run the student through ``torch.func.functional_call``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bird_bone.quant.codebook import gather_codewords, index_bits, residual_quantize
+from bird_bone.quant.normalize import normalize
+
+log = logging.getLogger(__name__)
+FP16_BITS = 16
+OUTLIER_INDEX_BITS = 32  # outlier row indices are stored as int32
+
+
+@dataclass(frozen=True)
+class NovaqConfig:
+    subspaces: int = 4  # weights per sub-vector (d)
+    codebook_size: int = 16  # K1
+    residual_codebook_size: int = 4  # K2
+    outlier_threshold: float = 0.01  # fraction of rows treated as outliers (1.0: scale every row)
+    group_rows: int = 0  # rows sharing one codebook pair; 0: one pair per weight matrix
+    kmeans_iterations: int = 20
+    kmeans_samples: int = 65536  # vectors per codebook the centroids are fitted on (0: all)
+    activation_aware: bool = False  # weight k-means by E[x_j^2] (needs calibration statistics)
+    seed: int = 0
+
+    @property
+    def index_bits_per_weight(self) -> float:  # (log2 K1 + log2 K2) / d
+        return (index_bits(self.codebook_size) + index_bits(self.residual_codebook_size)) / self.subspaces
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NovaqTensor(nn.Module):
+    """One quantized [rows, cols] matrix: w = mu + s * (C1[i1] + C2[i2]) (NOVAQ eq. 1-2)."""
+
+    def __init__(self, shape, primary, residual, codes1, codes2, mean, scale, outliers, config, column_scale=None):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.config = config
+        self.primary = nn.Parameter(primary.float())  # [G, K1, d]
+        self.residual = nn.Parameter(residual.float())  # [G, K2, d]
+        self.mean = nn.Parameter(mean.float(), requires_grad=False)  # [rows]
+        self.outlier_scale = nn.Parameter(scale[outliers].float(), requires_grad=False)  # [n]
+        self.register_buffer("codes1", codes1.long())
+        self.register_buffer("codes2", codes2.long())
+        self.register_buffer("outliers", outliers.long())
+        self.register_buffer("column_scale", None if column_scale is None else column_scale.float())
+
+    def decode(self) -> torch.Tensor:
+        """The dense weight, differentiable in codebooks, means and outlier scales."""
+        rows, cols = self.shape
+        normalized = gather_codewords(self.primary, self.codes1) + gather_codewords(self.residual, self.codes2)
+        normalized = normalized.reshape(rows, cols)
+        if self.column_scale is not None:  # activation-aware: undo w * t_j
+            normalized = normalized / self.column_scale[None, :]
+        scale = torch.ones(rows, dtype=normalized.dtype).index_put((self.outliers,), self.outlier_scale)
+        return normalized * scale[:, None] + self.mean[:, None]
+
+    def round_to_storage(self) -> None:
+        """Round the float parameters to float16, as the file stores them."""
+        with torch.no_grad():
+            for p in (self.primary, self.residual, self.mean, self.outlier_scale):
+                p.copy_(p.half().float())
+
+    def bits(self) -> dict[str, int]:
+        """Stored bits by kind: indices, codebooks, means, scales, outlier metadata."""
+        rows, cols = self.shape
+        vectors = rows * cols // self.config.subspaces
+        n_out = self.outliers.numel()
+        columns = 0 if self.column_scale is None else self.column_scale.numel()
+        return {
+            "indices": vectors * (index_bits(self.primary.shape[1]) + index_bits(self.residual.shape[1])),
+            "codebooks": (self.primary.numel() + self.residual.numel()) * FP16_BITS,
+            "means": rows * FP16_BITS,
+            "scales": n_out * FP16_BITS,
+            "outlier_metadata": n_out * OUTLIER_INDEX_BITS,
+            "column_scales": columns * FP16_BITS,
+        }
+
+    @property
+    def numel(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+
+def check_shape(name: str, shape: tuple[int, int], config: NovaqConfig) -> None:
+    rows, cols = shape
+    if cols % config.subspaces:
+        raise ValueError(f"{name}: {cols} columns are not a multiple of subspaces={config.subspaces}")
+    if config.group_rows and rows % config.group_rows:
+        raise ValueError(f"{name}: {rows} rows are not a multiple of group_rows={config.group_rows}")
+
+
+def column_scales(energy: torch.Tensor) -> torch.Tensor:
+    """t_j = sqrt(E[x_j^2] / mean E[x^2]), clamped to [1e-2, 1e2] and rounded to float16."""
+    t = (energy.float() / energy.float().mean().clamp_min(1e-12)).sqrt()
+    return t.clamp(1e-2, 1e2).half().float()
+
+
+def quantize_tensor(
+    weight: torch.Tensor, config: NovaqConfig, name: str = "weight", energy: torch.Tensor | None = None
+) -> NovaqTensor:
+    """Stages 1-2 on one matrix; codebooks are per ``group_rows`` rows (or per matrix). With
+    ``energy`` (E[x_j^2] per input column) the k-means error is weighted by it."""
+    rows, cols = weight.shape
+    check_shape(name, (rows, cols), config)
+    normalized, norm = normalize(weight, config.outlier_threshold)
+    t = column_scales(energy) if energy is not None else None
+    if t is not None:
+        normalized = normalized * t[None, :]
+    groups = rows // config.group_rows if config.group_rows else 1
+    vectors = normalized.reshape(groups, -1, config.subspaces)
+    codes = residual_quantize(
+        vectors,
+        config.codebook_size,
+        config.residual_codebook_size,
+        config.kmeans_iterations,
+        config.seed,
+        config.kmeans_samples,
+    )
+    q = NovaqTensor(
+        (rows, cols), codes.primary, codes.residual, codes.codes1, codes.codes2,
+        norm.mean, norm.scale, norm.outliers, config, t,
+    )  # fmt: skip
+    q.round_to_storage()
+    return q
+
+
+def default_filter(name: str, tensor: torch.Tensor) -> bool:
+    """Decoder-layer linear weights only (embeddings, head and norms stay dense)."""
+    return tensor.ndim == 2 and ".layers." in name and name.endswith(".weight")
+
+
+def with_embeddings(name: str, tensor: torch.Tensor) -> bool:
+    """Every 2-D weight, token embeddings and output head included."""
+    return tensor.ndim == 2 and name.endswith(".weight")
+
+
+def quantize_model(
+    model: nn.Module,
+    config: NovaqConfig,
+    filter_fn: Callable[[str, torch.Tensor], bool] = default_filter,
+    progress: bool = True,
+    energies: dict[str, torch.Tensor] | None = None,
+) -> dict[str, NovaqTensor]:
+    """Quantize every parameter chosen by ``filter_fn`` (tied parameters once, under their first name);
+    ``energies`` (from ``activations.input_second_moments``) turns on activation-aware weighting."""
+    start = time.perf_counter()
+    chosen = [(n, p) for n, p in model.named_parameters() if filter_fn(n, p)]
+    out = {}
+    for name, param in tqdm(chosen, desc="novaq quantize", unit="tensor", disable=not progress):
+        energy = (energies or {}).get(name) if config.activation_aware else None
+        out[name] = quantize_tensor(param.detach(), config, name, energy)
+    log.info("NOVAQ stages 1-2: %d tensors in %.1f s", len(out), time.perf_counter() - start)
+    return out
+
+
+@torch.no_grad()
+def apply_quantized(model: nn.Module, quantized: dict[str, NovaqTensor]) -> nn.Module:
+    """Overwrite the model's weights with the decoded NOVAQ weights (in place)."""
+    params = dict(model.named_parameters())
+    for name, q in quantized.items():
+        params[name].copy_(q.decode().to(params[name].dtype))
+    return model
+
+
+def bit_accounting(model: nn.Module, quantized: dict[str, NovaqTensor], dense_bits: int = FP16_BITS) -> dict:
+    """Bits per weight for the quantized tensors and for the whole model (other parameters at
+    ``dense_bits``), by kind, and the compression ratio against float16."""
+    kinds: dict[str, int] = {}
+    for q in quantized.values():
+        for kind, bits in q.bits().items():
+            kinds[kind] = kinds.get(kind, 0) + bits
+    q_weights = sum(q.numel for q in quantized.values())
+    q_bits = sum(kinds.values())
+    total_weights = sum(p.numel() for p in model.parameters())  # tied parameters counted once
+    dense_weights = total_weights - q_weights
+    total_bits = q_bits + dense_weights * dense_bits
+    return {
+        "quantized_weights": q_weights,
+        "quantized_bits": q_bits,
+        "quantized_bits_per_weight": q_bits / max(q_weights, 1),
+        "bits_by_kind": kinds,
+        "dense_weights": dense_weights,
+        "dense_bits_per_weight": dense_bits,
+        "total_weights": total_weights,
+        "total_bits": total_bits,
+        "total_bits_per_weight": total_bits / total_weights,
+        "compression_vs_fp16": total_weights * FP16_BITS / total_bits,
+    }
