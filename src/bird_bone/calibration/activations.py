@@ -31,8 +31,9 @@ def log_activations(
     def visit(index, layer, stats) -> bool:
         for name, s in stats.items():
             key = f"{prefix}.{index}.{name}"
-            out[f"{key}.input_sq_norms"] = s.sq_norms
-            out[f"{key}.input_abs_mean"] = s.abs_mean
+            # modules fed the same input share one statistics object: store copies, not aliases
+            out[f"{key}.input_sq_norms"] = s.sq_norms.clone()
+            out[f"{key}.input_abs_mean"] = s.abs_mean.clone()
             if gram:
                 out[f"{key}.input_gram"] = s.gram_matrix
         down = stats.get("mlp.down_proj")
