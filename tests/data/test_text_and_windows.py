@@ -1,3 +1,4 @@
+import hashlib
 import random
 
 import pytest
@@ -15,7 +16,7 @@ def test_local_file_is_read_and_hashed(tmp_path):
     text, source = load_text(str(path))
     assert text == "hello bones\n"
     assert source.kind == "file" and source.characters == 12
-    assert source.sha256 == __import__("hashlib").sha256(b"hello bones\n").hexdigest()
+    assert source.sha256 == hashlib.sha256(b"hello bones\n").hexdigest()
 
 
 def test_missing_file_names_the_path_and_fallback_is_used(tmp_path):
@@ -68,7 +69,5 @@ def test_tokenize_adds_no_special_tokens(tiny_tokenizer):
 
 
 def test_shared_wikitext_is_the_documented_file():
-    import hashlib
-
     path = shared_file("wikitext2-raw-test.txt")
     assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("aca2f467")

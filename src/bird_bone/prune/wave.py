@@ -8,6 +8,7 @@ Embeddings and the LM head are never touched here: they are not decoder-layer li
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ def check_pattern(model: nn.Module, n: int, m: int) -> None:
             check_nm(n, m, module.in_features, name)
 
 
-def _mask_linear(name, module, stats, method, sparsity, n, m, prior, blocksize, percdamp) -> torch.Tensor:
+def _mask_linear(module, stats, method, sparsity, n, m, prior, blocksize, percdamp) -> torch.Tensor:
     weight = module.weight.data
     if method == "sparsegpt":
         new_weight, mask = sparsegpt_prune(weight, stats.hessian, sparsity, n, m, blocksize, percdamp, prior)
@@ -85,7 +86,7 @@ def prune_wave(
         for name, module in linear_modules(layer).items():
             full = f"{prefix}.{index}.{name}"
             args = (method, sparsity, n, m, prior_masks.get(full), blocksize, percdamp)
-            masks[full] = _mask_linear(full, module, stats.get(name), *args)
+            masks[full] = _mask_linear(module, stats.get(name), *args)
         return True
 
     if include_embeddings:
@@ -140,8 +141,6 @@ def prune_in_waves(
     ``on_wave(k, masks)`` runs after wave ``k`` (1-based), e.g. to heal or remove neurons.
     Returns the masks after every wave and a JSON-ready summary of each.
     """
-    import time
-
     all_masks, summaries, masks = [], [], {}
     for k, sparsity in enumerate(schedule, start=1):
         start = time.perf_counter()
