@@ -124,6 +124,57 @@ class PruneParams(Params):
         return value
 
 
+class HealParams(Params):
+    section: ClassVar[str] = "heal"
+    enabled: bool = Field(True, description="QLoRA micro-heal after each pruning wave")
+    steps: int = Field(60, ge=0, description="optimiser steps per wave (the design: 200-500)")
+    base: Literal["nf4", "full"] = Field("nf4", description="nf4: QLoRA (bitsandbytes 4-bit base); full: LoRA")
+    rank: int = Field(8, ge=1, description="LoRA rank r")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha (delta scaled by alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="projection names that get LoRA adapters",
+    )
+    batch_size: int = Field(2, ge=1)
+    window_length: int = Field(256, ge=2, description="tokens per training sequence, cut from calibration windows")
+    kd_weight: float = Field(0.0, ge=0, description="weight of KL(teacher || student) to the dense model's logits")
+    temperature: float = Field(2.0, gt=0, description="distillation temperature T")
+    seed: int = 0
+
+
+class RegrowParams(Params):
+    section: ClassVar[str] = "regrow"
+    enabled: bool = Field(True, description="RigL regrowth when pruning raised the loss by more than epsilon")
+    epsilon: float = Field(0.05, ge=0, description="relative rise of calibration loss that triggers regrowth")
+    max_fraction: float = Field(0.05, ge=0, le=1, description="share of each layer's pruned weights re-opened")
+    windows: int = Field(4, ge=1, description="calibration windows for the loss check and the gradients")
+    batch_size: int = Field(2, ge=1)
+
+
+class StopLossParams(Params):
+    section: ClassVar[str] = "stop_loss"
+    enabled: bool = True
+    max_ppl_increase: float = Field(0.03, ge=0, description="relative perplexity rise over the previous wave")
+    patience: int = Field(2, ge=1, description="consecutive waves over the limit before reverting")
+
+
+class LowRankParams(Params):
+    section: ClassVar[str] = "lowrank"
+    enabled: bool = Field(True, description="run the low-rank factorization stage after the waves")
+    modules: list[str] = Field(
+        default_factory=list,
+        description="projection names to factorize (e.g. [o_proj]); empty: none, the stage only reports",
+    )
+    energy: float = Field(0.95, gt=0, le=1, description="share of (activation-weighted) spectral energy kept")
+    activation_aware: bool = Field(True, description="scale input columns by calibration RMS (ASVD) before SVD")
+    allow_masked: bool = Field(
+        False, description="also factorize pruned projections (their mask is retired: the product is dense)"
+    )
+
+
 class NovaqRefineParams(Params):
     enabled: bool = Field(True, description="run stage 3, teacher-guided refinement of the codebooks")
     max_iterations: int = Field(50, ge=0)

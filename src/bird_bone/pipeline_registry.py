@@ -1,15 +1,29 @@
-"""Project pipelines. `kedro run` runs the default: seeding, then pruning. NOVAQ quantization runs on
-its own (`kedro run --pipeline novaq`) until its quality targets are met (see docs/benchmarks.md)."""
+"""Project pipelines. `kedro run` runs the default: seeding, activation logging, the
+growth-prune-heal waves (``wave_1`` ... ``wave_N``, N = ``prune.waves``) and low-rank factorization.
+``prune`` is one-shot pruning without healing; NOVAQ runs on its own (`kedro run --pipeline novaq`)."""
 
 from kedro.pipeline import Pipeline
 
+from bird_bone.pipelines.hooks import wave_count
+from bird_bone.pipelines.lowrank.pipeline import create_pipeline as lowrank
 from bird_bone.pipelines.novaq.pipeline import create_pipeline as novaq
+from bird_bone.pipelines.prune.pipeline import create_activations_pipeline as activations
 from bird_bone.pipelines.prune.pipeline import create_pipeline as prune
 from bird_bone.pipelines.seeding.pipeline import create_pipeline as seeding
+from bird_bone.pipelines.waves.pipeline import create_pipeline as waves
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    pipelines = {"seeding": seeding(), "prune": prune(), "novaq": novaq()}
-    pipelines["__default__"] = pipelines["seeding"] + pipelines["prune"]
+    pipelines = {
+        "seeding": seeding(),
+        "activations": activations(),
+        "prune": prune(),
+        "waves": waves(wave_count()),
+        "lowrank": lowrank(),
+        "novaq": novaq(),
+    }
+    pipelines["__default__"] = (
+        pipelines["seeding"] + pipelines["activations"] + pipelines["waves"] + pipelines["lowrank"]
+    )
     pipelines["all"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

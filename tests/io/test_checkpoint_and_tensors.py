@@ -38,3 +38,30 @@ def test_truncated_tensor_file_is_rejected(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ArtifactError, match="stats.safetensors"):
         load_tensors(path)
+
+
+def test_masks_and_links_round_trip(tmp_path, tiny_model, tiny_tokenizer):
+    from bird_bone.io.checkpoint import LINK_FILE
+
+    name = "model.layers.0.mlp.up_proj"
+    mask = torch.rand_like(tiny_model.get_submodule(name).weight) < 0.5
+    ckpt = Checkpoint(tiny_model, tiny_tokenizer, {"stage": "x"}, {name: mask})
+    save_checkpoint(ckpt, tmp_path / "a")
+    assert ckpt.source == tmp_path / "a"
+    save_checkpoint(ckpt, tmp_path / "b", link_unchanged=True)  # unchanged: a link, not a copy
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [LINK_FILE]
+    save_checkpoint(load_checkpoint(tmp_path / "b"), tmp_path / "c", link_unchanged=True)  # link to a link
+    loaded = load_checkpoint(tmp_path / "c")
+    assert torch.equal(loaded.masks[name], mask)
+    assert torch.equal(loaded.model.get_submodule(name).weight, tiny_model.get_submodule(name).weight)
+    save_checkpoint(ckpt, tmp_path / "d")  # without link_unchanged: a full copy
+    assert (tmp_path / "d" / "config.json").is_file()
+
+
+def test_broken_link_is_an_error_naming_the_path(tmp_path):
+    from bird_bone.io.checkpoint import LINK_FILE
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / LINK_FILE).write_text('{"link": "gone"}')
+    with pytest.raises(ArtifactError, match="missing directory"):
+        load_checkpoint(tmp_path / "x")

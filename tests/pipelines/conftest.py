@@ -24,10 +24,10 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_session(project: Path, params: dict, pipeline: str = "seeding"):
+def run_session(project: Path, params: dict, pipeline: str | list[str] = "seeding"):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
     with KedroSession.create(project_path=project, runtime_params=params) as session:
-        return session.run(pipeline_names=[pipeline])
+        return session.run(pipeline_names=[pipeline] if isinstance(pipeline, str) else pipeline)

@@ -49,12 +49,12 @@ def test_prune_pipeline_writes_masks_that_hold_in_the_checkpoint(tiny_project, m
     run_session(
         tiny_project,
         tiny_params(tiny_project, method=method, pattern=pattern, target_sparsity=0.6, waves=2),
-        pipeline="__default__",
+        pipeline=["seeding", "prune"],
     )
     waves = json.loads((tiny_project / "data/08_reporting/prune_waves.json").read_text())
     assert [w["wave"] for w in waves] == [1, 2]
-    wave1 = load_tensors(tiny_project / "data/06_models/masks/wave_1.safetensors")
-    wave2 = load_tensors(tiny_project / "data/06_models/masks/wave_2.safetensors")
+    wave1 = load_tensors(tiny_project / "data/06_models/oneshot_masks/wave_1.safetensors")
+    wave2 = load_tensors(tiny_project / "data/06_models/oneshot_masks/wave_2.safetensors")
     assert len(wave2) == 14  # 7 linears x 2 layers; embeddings and head stay dense
     model = load_checkpoint(tiny_project / "models/pruned").model
     for name, mask in wave2.items():
@@ -75,7 +75,7 @@ def test_prune_pipeline_writes_masks_that_hold_in_the_checkpoint(tiny_project, m
 
 
 def test_structured_pruning_through_kedro(tiny_project):
-    run_session(tiny_project, tiny_params(tiny_project, method="structured", waves=2), pipeline="__default__")
+    run_session(tiny_project, tiny_params(tiny_project, method="structured", waves=2), pipeline=["seeding", "prune"])
     waves = json.loads((tiny_project / "data/08_reporting/prune_waves.json").read_text())
     assert waves[-1]["mlp_widths"] == [32, 32] and waves[-1]["neurons_removed"] == pytest.approx(0.5)
     assert load_checkpoint(tiny_project / "models/pruned").metadata["mlp_widths"] == [32, 32]
@@ -90,7 +90,7 @@ def test_structured_pruning_through_kedro(tiny_project):
 )
 def test_bad_pruning_input_is_refused_before_pruning(tiny_project, prune, message):
     with pytest.raises(Exception, match=message):
-        run_session(tiny_project, tiny_params(tiny_project, **prune), pipeline="__default__")
+        run_session(tiny_project, tiny_params(tiny_project, **prune), pipeline=["seeding", "prune"])
     assert not (tiny_project / "models/pruned").exists()
 
 
@@ -98,4 +98,4 @@ def test_calibration_text_shorter_than_the_windows(tiny_project):
     params = tiny_params(tiny_project)
     params["data"]["calibration"]["windows"] = 10_000
     with pytest.raises(Exception, match="too short for 10000 calibration windows of 16"):
-        run_session(tiny_project, params, pipeline="__default__")
+        run_session(tiny_project, params, pipeline=["seeding", "prune"])

@@ -13,25 +13,30 @@ from kedro_datasets.json import JSONDataset
 from kedro_datasets.text import TextDataset
 
 from bird_bone.io.atomic import atomic_write_text
-from bird_bone.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bird_bone.io.checkpoint import LINK_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from bird_bone.io.tensors import load_tensors, save_tensors
 
 
 class CheckpointDataset(AbstractDataset[Checkpoint, Checkpoint]):
-    """A model checkpoint directory: safetensors + config + tokenizer + ``bird_bone.json``."""
+    """A model checkpoint directory: safetensors + config + tokenizer + ``bird_bone.json``.
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+    ``link_unchanged``: a checkpoint saved unchanged from another directory becomes a link to it
+    (see :mod:`bird_bone.io.checkpoint`), so an accepted or reverted wave costs no second copy.
+    """
+
+    def __init__(self, path: str, link_unchanged: bool = False, metadata: dict[str, Any] | None = None):
         self._path = Path(path)
+        self._link_unchanged = link_unchanged
         self.metadata = metadata
 
     def load(self) -> Checkpoint:
         return load_checkpoint(self._path)
 
     def save(self, data: Checkpoint) -> None:
-        save_checkpoint(data, self._path)
+        save_checkpoint(data, self._path, link_unchanged=self._link_unchanged)
 
     def _exists(self) -> bool:
-        return (self._path / "config.json").is_file()
+        return (self._path / "config.json").is_file() or (self._path / LINK_FILE).is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
@@ -86,3 +91,31 @@ class AtomicTextDataset(TextDataset):
             return super().save(data)
         atomic_write_text(path, data)
         self._invalidate_cache()
+
+
+class WaveResumeDataset(AbstractDataset[dict, None]):
+    """Read-only view of a finished wave, for resuming a killed run: ``None`` until the wave's state
+    file exists (it is the last output a wave writes), then its state, record and checkpoint."""
+
+    def __init__(self, state: str, record: str, checkpoint: str, metadata: dict[str, Any] | None = None):
+        self._state, self._record, self._checkpoint = Path(state), Path(record), Path(checkpoint)
+        self.metadata = metadata
+
+    def load(self) -> dict | None:
+        if not self._state.is_file():
+            return None
+        try:
+            state = json.loads(self._state.read_text())
+            record = json.loads(self._record.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # an earlier format or a hand-edited file: the wave is simply run again
+        return {"state": state, "record": record, "checkpoint": lambda: load_checkpoint(self._checkpoint)}
+
+    def save(self, data) -> None:
+        raise NotImplementedError("WaveResumeDataset is read-only; the wave's own outputs write these files")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"state": str(self._state), "checkpoint": str(self._checkpoint)}

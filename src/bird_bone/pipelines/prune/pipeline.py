@@ -1,11 +1,12 @@
-"""Pruning: calibration windows, activation logging, pruning waves, evaluation and report."""
+"""Pruning: calibration windows and activation logging (also the loop's first stage), and
+one-shot pruning waves without healing, evaluated and reported."""
 
 from kedro.pipeline import Node, Pipeline
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_activations_pipeline(**kwargs) -> Pipeline:
+    """Calibration windows and the activation statistics of the dense model (namespace ``prune``)."""
     from bird_bone.pipelines.prune import nodes
-    from bird_bone.pipelines.seeding.nodes import evaluate_model
 
     return Pipeline(
         [
@@ -21,6 +22,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["activation_statistics", "activation_heatmap"],
                 name="log_activation_statistics",
             ),
+        ],
+        namespace="prune",
+        inputs={"seeding.baseline_checkpoint"},
+        parameters={"params:data", "params:prune"},
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """One-shot pruning (no healing): activations, then ``prune.waves`` waves, evaluation, report."""
+    from bird_bone.pipelines.prune import nodes
+    from bird_bone.pipelines.seeding.nodes import evaluate_model
+
+    oneshot = Pipeline(
+        [
             Node(
                 nodes.prune_model,
                 ["seeding.baseline_checkpoint", "calibration_windows", "params:data", "params:prune"],
@@ -48,6 +63,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ],
         namespace="prune",
-        inputs={"seeding.baseline_checkpoint", "seeding.evaluation_windows", "seeding.baseline_metrics"},
+        inputs={
+            "seeding.baseline_checkpoint",
+            "seeding.evaluation_windows",
+            "seeding.baseline_metrics",
+        },
         parameters={"params:data", "params:prune", "params:eval"},
     )
+    return create_activations_pipeline() + oneshot

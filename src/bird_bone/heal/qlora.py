@@ -1,0 +1,179 @@
+"""QLoRA micro-heal of a pruned model, merged back so that pruned weights stay exactly zero.
+
+QLoRA (Dettmers et al. 2023): the frozen base is stored in 4-bit NormalFloat (bitsandbytes, which
+runs on the CPU), low-rank adapters (peft LoRA, Hu et al. 2021) are trained on top in full
+precision. Optionally the loss adds a distillation term, KL(p_teacher || p_student) at temperature T
+(Hinton et al. 2015), to a dense teacher's logits. The adapter's delta ``B A * alpha / r`` is then
+merged into the full-precision pruned weights through the mask: ``W <- W + (1 - M) * delta``, so a
+pruned position (M = 1) keeps its exact zero. peft's own ``merge_and_unload`` would add the dense
+delta everywhere (and into the 4-bit copy), which is why the merge is written here.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import bitsandbytes as bnb
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from tqdm.auto import tqdm
+
+from bird_bone.models.adapters import prunable_linears
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class HealResult:
+    """Loss per optimisation step (total, cross-entropy, distillation) and wall time."""
+
+    steps: int
+    loss: list[float] = field(default_factory=list)
+    ce: list[float] = field(default_factory=list)
+    kd: list[float] = field(default_factory=list)
+    merged_modules: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quantize_linears_nf4(model: nn.Module, names: Iterable[str]) -> nn.Module:
+    """Replace the named ``nn.Linear`` modules of ``model`` (in place) by bitsandbytes NF4 layers."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, child)
+        new = bnb.nn.Linear4bit(
+            old.in_features,
+            old.out_features,
+            bias=old.bias is not None,
+            compute_dtype=old.weight.dtype,
+            quant_type="nf4",
+        )
+        new.weight = bnb.nn.Params4bit(old.weight.data.clone(), requires_grad=False, quant_type="nf4")
+        if old.bias is not None:
+            new.bias = nn.Parameter(old.bias.data.clone(), requires_grad=False)
+        setattr(parent, child, new.to(old.weight.device))  # Params4bit quantizes on the move
+    return model
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(t / T) || softmax(s / T)), mean over positions (Hinton et al. 2015, sec. 2)."""
+    t = F.log_softmax(teacher.float() / temperature, dim=-1)
+    s = F.log_softmax(student.float() / temperature, dim=-1)
+    kl = F.kl_div(s.flatten(0, -2), t.flatten(0, -2), log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
+def _batches(windows: torch.Tensor, window_length: int, batch_size: int, seed: int):
+    """Endless shuffled batches of ``window_length``-token pieces cut from ``windows`` [N, L]."""
+    pieces = windows[:, : windows.shape[1] // window_length * window_length].reshape(-1, window_length)
+    if pieces.shape[0] == 0:
+        raise ValueError(
+            f"heal window_length {window_length} is longer than the calibration windows ({windows.shape[1]})"
+        )
+    order, rng = [], random.Random(seed)
+    while True:
+        if len(order) < batch_size:
+            fresh = list(range(pieces.shape[0]))
+            rng.shuffle(fresh)
+            order += fresh
+        yield pieces[order[:batch_size]]
+        order = order[batch_size:]
+
+
+def micro_heal(
+    model: nn.Module,
+    windows: torch.Tensor,
+    masks: dict[str, torch.Tensor],
+    steps: int,
+    *,
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    learning_rate: float = 2e-4,
+    target_modules: Iterable[str] = DEFAULT_TARGETS,
+    base: str = "nf4",
+    batch_size: int = 2,
+    window_length: int = 256,
+    teacher: nn.Module | None = None,
+    kd_weight: float = 0.0,
+    temperature: float = 2.0,
+    seed: int = 0,
+    progress: bool = True,
+    callback=None,
+) -> HealResult:
+    """Train LoRA adapters on a (4-bit) copy of ``model`` for ``steps`` and merge them into ``model``.
+
+    ``masks`` maps full module names to boolean tensors, True where the weight is pruned; those
+    positions stay exactly zero after the merge. ``base``: ``nf4`` (QLoRA) or ``full`` (plain LoRA).
+    ``callback(step, peft_model)`` runs after every step (e.g. to measure a healing curve with
+    :func:`merge_lora_masked` on a copy of ``model``).
+    """
+    if base not in ("nf4", "full"):
+        raise ValueError(f"heal base must be 'nf4' or 'full', got '{base}'")
+    result = HealResult(steps=steps)
+    if steps == 0:
+        return result
+    start = time.perf_counter()
+    targets = tuple(target_modules)
+    names = [n for n in prunable_linears(model) if n.rsplit(".", 1)[-1] in targets]
+    if not names:
+        raise ValueError(f"heal target_modules {list(targets)} match no linear layer of the model")
+    torch.manual_seed(seed)
+    student = copy.deepcopy(model)
+    if base == "nf4":
+        quantize_linears_nf4(student, names)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    student = get_peft_model(student, config)
+    student.train()
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
+    batches = _batches(windows, window_length, batch_size, seed)
+    for _ in tqdm(range(steps), desc="micro-heal", unit="step", disable=not progress):
+        batch = next(batches)
+        logits = student(input_ids=batch, use_cache=False).logits[:, :-1]
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+        kd = torch.zeros(())
+        if teacher is not None and kd_weight > 0:
+            with torch.no_grad():
+                teacher_logits = teacher(input_ids=batch, use_cache=False).logits[:, :-1]
+            kd = distillation_loss(logits, teacher_logits, temperature)
+        loss = ce + kd_weight * kd
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        result.loss.append(loss.item())
+        result.ce.append(ce.item())
+        result.kd.append(kd.item())
+        if callback is not None:
+            callback(len(result.loss), student)
+    result.merged_modules = merge_lora_masked(model, student, masks)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def merge_lora_masked(model: nn.Module, peft_model: nn.Module, masks: dict[str, torch.Tensor]) -> int:
+    """Add each LoRA delta of ``peft_model`` to the matching weight of ``model``, zero where masked."""
+    merged = 0
+    for name, module in peft_model.named_modules():
+        if not (hasattr(module, "lora_A") and hasattr(module, "get_delta_weight")):
+            continue
+        base_name = name.removeprefix("base_model.model.")
+        target = model.get_submodule(base_name)
+        for adapter in module.active_adapters:
+            delta = module.get_delta_weight(adapter).to(target.weight.dtype)
+            mask = masks.get(base_name)
+            if mask is not None:
+                delta = delta.masked_fill(mask.to(delta.device), 0.0)
+            target.weight.add_(delta)
+            merged += 1
+    return merged

@@ -1,0 +1,1 @@
+"""The growth-prune-heal loop as Kedro pipelines: one namespace per wave, then the loop report."""

@@ -1,0 +1,80 @@
+"""QLoRA micro-heal: pruned weights stay exactly zero, the loss goes down, NF4 keeps zeros."""
+
+from __future__ import annotations
+
+import bitsandbytes as bnb
+import pytest
+import torch
+
+from bird_bone.heal.qlora import distillation_loss, merge_lora_masked, micro_heal, quantize_linears_nf4
+from bird_bone.models.adapters import prunable_linears
+from bird_bone.prune.wave import prune_wave
+from tests.conftest import make_tiny_llama
+
+
+def windows(vocab: int, n: int = 8, length: int = 32, seed: int = 0) -> torch.Tensor:
+    # a repetitive sequence a tiny model can learn within a few steps
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(3, vocab, (8,), generator=g)
+    return base.repeat(n, length // 8)
+
+
+@pytest.mark.parametrize("base", ["nf4", "full"])
+def test_heal_lowers_loss_and_keeps_every_pruned_weight_zero(base):
+    model = make_tiny_llama(64)
+    data = windows(64)
+    masks = prune_wave(model, "magnitude", 0.5)
+    before = {n: model.get_submodule(n).weight.detach().clone() for n in masks}
+    result = micro_heal(model, data, masks, 25, learning_rate=1e-2, base=base, window_length=16, progress=False)
+    assert len(result.loss) == 25 and result.merged_modules == 14
+    assert sum(result.loss[-5:]) / 5 < 0.9 * sum(result.loss[:5]) / 5
+    for name, mask in masks.items():
+        weight = model.get_submodule(name).weight
+        assert int((weight[mask] != 0).sum()) == 0, name  # exactly zero, not merely small
+        assert not torch.equal(weight[~mask], before[name][~mask]), name  # the kept weights did change
+
+
+def test_heal_with_zero_steps_changes_nothing():
+    model = make_tiny_llama(64)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = micro_heal(model, windows(64), {}, 0, progress=False)
+    assert result.loss == [] and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_heal_rejects_targets_that_match_nothing():
+    with pytest.raises(ValueError, match="match no linear"):
+        micro_heal(make_tiny_llama(64), windows(64), {}, 1, target_modules=["nope_proj"], progress=False)
+
+
+def test_nf4_copy_keeps_pruned_zeros_exact():
+    model = make_tiny_llama(64)
+    masks = prune_wave(model, "magnitude", 0.5)
+    quantize_linears_nf4(model, list(prunable_linears(model)))
+    for name, mask in masks.items():
+        layer = model.get_submodule(name)
+        assert isinstance(layer, bnb.nn.Linear4bit)
+        dense = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
+        assert int((dense[mask] != 0).sum()) == 0
+
+
+def test_masked_merge_adds_the_delta_only_where_kept():
+    from peft import LoraConfig, get_peft_model
+
+    model = make_tiny_llama(64)
+    peft_model = get_peft_model(
+        make_tiny_llama(64), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
+    )
+    name = "model.layers.0.self_attn.q_proj"
+    mask = torch.zeros_like(model.get_submodule(name).weight, dtype=torch.bool)
+    mask[:, ::2] = True
+    before = model.get_submodule(name).weight.detach().clone()
+    assert merge_lora_masked(model, peft_model, {name: mask}) == 2  # q_proj of both layers
+    delta = model.get_submodule(name).weight - before
+    assert torch.equal(delta[mask], torch.zeros_like(delta[mask]))
+    assert (delta[~mask] != 0).all()
+
+
+def test_distillation_loss_is_zero_for_equal_logits_and_positive_otherwise():
+    logits = torch.randn(2, 5, 11)
+    assert distillation_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(logits, torch.randn(2, 5, 11), 2.0).item() > 0.01
