@@ -57,7 +57,7 @@ nbdime: setup
 	$(BIN)/nbdime config-git --enable
 
 precommit: setup
-	$(BIN)/pre-commit run --all-files
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 # diffs/<sha>/ for COMMIT (default HEAD) against its parent; see scripts/diff_bundle.py --help.
 COMMIT ?= HEAD
