@@ -94,7 +94,7 @@ def test_mask_changes_count_newly_pruned_and_regrown_per_layer():
     old = {"a": np.array([1, 1, 0, 0], bool), "b": np.zeros(4, bool), "c": np.zeros(3, bool)}
     new = {"a": np.array([0, 1, 1, 1], bool), "b": np.zeros(4, bool), "c": np.zeros(2, bool), "d": np.ones(1, bool)}
     changes = mask_changes(old, new)
-    assert changes["a"] | {} == {
+    assert changes["a"] == {
         "status": "changed",
         "weights": 4,
         "pruned_before": 2,
@@ -166,7 +166,9 @@ def test_bundle_reads_dvc_tracked_outputs_from_the_cache(tmp_path):
     repo = init_repo(tmp_path / "repo")
     subprocess.run(["dvc", "init", "-q"], cwd=repo, env=tool_env(DVC_NO_ANALYTICS="1"), check=True)
     (repo / ".gitignore").write_text("")
-    outputs = ["models/pruned", "data/06_models/masks", "data/08_reporting/pruned_metrics.json"]
+    outputs = ["models/baseline", "models/pruned", "data/06_models/masks", "data/08_reporting/pruned_metrics.json"]
+    (repo / "models/baseline").mkdir(parents=True)
+    save_file(WEIGHTS, repo / "models/baseline/model.safetensors")  # the same in both commits
     for k, (sparsity, weights, wave) in enumerate(
         [
             (0.25, WEIGHTS, [1, 0, 0, 0, 0, 0, 0, 0]),
@@ -181,6 +183,13 @@ def test_bundle_reads_dvc_tracked_outputs_from_the_cache(tmp_path):
     bundle = write_bundle(repo)
     tensors = json.loads((bundle / "tensors.json").read_text())
     assert tensors["models/pruned/model.safetensors"]["changed"] == ["layers.0.k"]
+    assert tensors["models/baseline/model.safetensors"] == {
+        "changed": [],
+        "added": [],
+        "removed": [],
+        "unchanged": 2,
+        "status": "identical",  # same DVC object: only its header was read
+    }
     q = json.loads((bundle / "masks.json").read_text())["against_parent"]["layers.0.q"]
     assert (q["newly_pruned"], q["regrown"]) == (1, 0)
     assert "| pruned_metrics.json | perplexity | 30 | 31 | 1 |" in (bundle / "summary.md").read_text()

@@ -59,6 +59,12 @@ def safetensors_tensor_sha256(data: bytes) -> dict[str, str]:
     }
 
 
+def safetensors_tensor_names(handle) -> list[str]:
+    """Tensor names from the header of an open safetensors file (reads the header only)."""
+    (length,) = struct.unpack("<Q", handle.read(8))
+    return sorted(name for name in json.loads(handle.read(length)) if name != "__metadata__")
+
+
 def diff_tensor_hashes(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
     """Tensor names whose SHA-256 changed, that were added, removed or stayed the same."""
     return {

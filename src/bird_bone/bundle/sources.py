@@ -3,6 +3,7 @@ local DVC cache, through dvc's own DVCFileSystem) or from a run directory on dis
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -35,6 +36,20 @@ class RevisionFiles:
         except subprocess.CalledProcessError:
             return None
 
+    def digest(self, path: str) -> str | None:
+        """DVC's MD5 of a DVC-tracked file (from dvc.lock, no read); None for anything else."""
+        if self._fs is None:
+            return None
+        try:
+            return self._fs.info(path).get("md5")
+        except FileNotFoundError:
+            return None
+
+    def open(self, path: str):
+        if self._fs is not None:
+            return self._fs.open(path, "rb")
+        return io.BytesIO(self.read(path) or b"")
+
     def find(self, directory: str, suffix: str) -> list[str]:
         if self._fs is not None:
             try:
@@ -55,6 +70,12 @@ class DirectoryFiles:
     def read(self, path: str) -> bytes | None:
         file = self.root / path
         return file.read_bytes() if file.is_file() else None
+
+    def digest(self, path: str) -> None:
+        return None
+
+    def open(self, path: str):
+        return open(self.root / path, "rb")
 
     def find(self, directory: str, suffix: str) -> list[str]:
         base = self.root / directory
