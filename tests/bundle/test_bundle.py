@@ -194,6 +194,11 @@ def test_bundle_reads_dvc_tracked_outputs_from_the_cache(tmp_path):
     assert (q["newly_pruned"], q["regrown"]) == (1, 0)
     assert "| pruned_metrics.json | perplexity | 30 | 31 | 1 |" in (bundle / "summary.md").read_text()
 
+    shutil.rmtree(repo / ".dvc" / "cache")  # e.g. a clone that never pulled: the bundle says less, never fails
+    sparse = write_bundle(repo)
+    assert json.loads((sparse / "masks.json").read_text())["waves"] == {}
+    assert json.loads((sparse / "tensors.json").read_text())["models/baseline/model.safetensors"]["unchanged"] is None
+
 
 def test_release_tags_the_commit_with_the_bundle_summary(two_commits):
     env = {**tool_env(), "PYTHONPATH": str(ROOT / "src")}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -104,7 +105,7 @@ def _yaml(repo: Path, rev: str | None, path: str) -> dict:
         return {}
     try:
         text = git(repo, "show", f"{rev}:{path}")
-    except Exception:  # the file does not exist at that revision
+    except subprocess.CalledProcessError:  # the file does not exist at that revision
         return {}
     return yaml.safe_load(text) or {}
 
@@ -144,16 +145,19 @@ def tensor_changes(old_run, new_run) -> dict[str, dict]:
     for path in [SEED, *sorted(checkpoints)]:
         digest = new_run.digest(path) if path.endswith(".safetensors") else None
         if old_run is not None and digest is not None and old_run.digest(path) == digest:
-            with new_run.open(path) as handle:  # same DVC object on both sides: read the header only
-                names = safetensors_tensor_names(handle)
-            out[path] = {"changed": [], "added": [], "removed": [], "unchanged": len(names), "status": "identical"}
+            try:
+                with new_run.open(path) as handle:  # same DVC object on both sides: read the header only
+                    unchanged = len(safetensors_tensor_names(handle))
+            except FileNotFoundError:  # not in the local DVC cache
+                unchanged = None
+            out[path] = {"changed": [], "added": [], "removed": [], "unchanged": unchanged, "status": "identical"}
             continue
         old, new = _tensor_hashes(old_run, path), _tensor_hashes(new_run, path)
         if old is None and new is None:
             continue
         diff = diff_tensor_hashes(old or {}, new or {})
         diff["unchanged"] = len(diff["unchanged"])
-        diff["status"] = "added" if old is None else "removed" if new is None else "compared"
+        diff["status"] = "new only" if old is None else "old only" if new is None else "compared"
         out[path] = diff
     return out
 
@@ -163,10 +167,11 @@ def _wave_number(path: str) -> int:
     return int(digits[-1]) if digits else -1
 
 
-def _masks(files, path: str):
+def _masks(files, path: str) -> dict | None:
     from safetensors.numpy import load
 
-    return load(files.read(path))
+    data = files.read(path)
+    return load(data) if data is not None else None  # None: listed in dvc.lock, not in the local cache
 
 
 def mask_set_changes(old_run, new_run) -> dict:
@@ -174,12 +179,14 @@ def mask_set_changes(old_run, new_run) -> dict:
     old_waves = sorted(old_run.find(MASKS, ".safetensors"), key=_wave_number) if old_run else []
     out: dict = {"parent_last_wave": old_waves[-1] if old_waves else None, "last_wave": None, "waves": {}}
     if new_waves and old_waves:
-        out["last_wave"] = {"old": old_waves[-1], "new": new_waves[-1]}
-        out["against_parent"] = mask_changes(_masks(old_run, old_waves[-1]), _masks(new_run, new_waves[-1]))
+        old, new = _masks(old_run, old_waves[-1]), _masks(new_run, new_waves[-1])
+        if old is not None and new is not None:
+            out["last_wave"] = {"old": old_waves[-1], "new": new_waves[-1]}
+            out["against_parent"] = mask_changes(old, new)
     previous = None
     for path in new_waves:  # wave k-1 -> wave k within this run (regrowth shows here)
         current = _masks(new_run, path)
-        if previous is not None:
+        if previous is not None and current is not None:
             out["waves"][Path(path).stem] = mask_changes(previous, current)
         previous = current
     return out
@@ -233,7 +240,13 @@ def render_summary(sha: str, base: str | None, subject: str, sections: dict, not
                 lines.append(
                     f"| {Path(path).name} | {r['key']} | {_fmt(r['old'])} | {_fmt(r['new'])} | {_fmt(r['diff'])} |"
                 )
-    lines += ["", "## Tensors (SHA-256)", ""]
+    lines += [
+        "",
+        "## Tensors (SHA-256)",
+        "",
+        "`new only` / `old only`: absent on one side, or not in the local DVC cache.",
+        "",
+    ]
     if not sections["tensors"]:
         lines.append("No checkpoints or seed fingerprints to compare.")
     for path, d in sections["tensors"].items():
