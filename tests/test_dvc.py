@@ -92,6 +92,8 @@ def test_dvc_repro_experiment_diffs_and_rollback_offline(tmp_path):
     assert "novaq" in tool("dvc", "status", "--json")  # the only stage not yet run
     tool("git", "add", "-A")
     tool("git", "commit", "-qm", "run at 0.5")
+    plots = tool("dvc", "plots", "show", "--json")  # rendered offline from the cache
+    assert "data/08_reporting/prune_waves.json" in plots and "activation_heatmap.png" in plots
     weights = repo / "models" / "pruned" / "model.safetensors"
     first = sha256(weights)
     sparsity = json.loads((repo / "data/08_reporting/pruned_metrics.json").read_text())["sparsity"]

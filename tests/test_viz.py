@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,9 +20,15 @@ from tests.tiny_project import tool_env
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below 49152: kedro-viz refuses ports in the ephemeral range the OS hands out for port 0."""
+    for port in random.sample(range(20000, 49000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-49000")
 
 
 def get_json(url: str, deadline: float, server: subprocess.Popen, log):
@@ -35,6 +42,21 @@ def get_json(url: str, deadline: float, server: subprocess.Popen, log):
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers; a group already gone is fine."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            server.wait(timeout=20)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    server.wait()
 
 
 def namespaces(full_name: str) -> set[str]:
@@ -74,11 +96,6 @@ def test_kedro_viz_shows_every_registered_pipeline_and_namespace(tmp_path):
             expected = set().union(*(namespaces(node.name) for node in pipeline.nodes))
             assert expected <= set(shown["modular_pipelines"]), name
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)
         out.close()
     assert server.poll() is not None
