@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast lock benchmark viz clean
+.PHONY: setup run test test-fast lock benchmark viz viz-build repro hooks nbdime diff-bundle release precommit clean
 
 # torch first and pinned: an unpinned torch (or one pulled in by another package) is the CUDA build.
 $(STAMP): pyproject.toml constraints.txt
@@ -40,6 +40,34 @@ benchmark: setup
 
 viz: setup
 	$(BIN)/kedro viz run --host 127.0.0.1
+
+# Static kedro-viz site in build/ (serve it, e.g. python -m http.server -d build, or publish the folder).
+viz-build: setup
+	$(BIN)/kedro viz build
+
+# DVC stages (dvc.yaml) with the project's venv on PATH: `make repro ARGS=prune`, offline, no remote.
+repro: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $(ARGS)
+
+# pre-commit (ruff, mdformat, nbstripout, weight manifest), post-commit diff bundles, nbdime git drivers.
+hooks: setup
+	VENV_BIN="$(CURDIR)/$(BIN)" scripts/install_hooks.sh
+
+nbdime: setup
+	$(BIN)/nbdime config-git --enable
+
+precommit: setup
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
+
+# diffs/<sha>/ for COMMIT (default HEAD) against its parent; see scripts/diff_bundle.py --help.
+COMMIT ?= HEAD
+diff-bundle: setup
+	PYTHONPATH=src $(BIN)/python scripts/diff_bundle.py --commit $(COMMIT) $(ARGS)
+
+# Tag COMMIT v$(VERSION) (default: pyproject's version) with its diff bundle's summary.
+VERSION ?=
+release: setup
+	PYTHONPATH=src $(BIN)/python scripts/diff_bundle.py --commit $(COMMIT) --release $(VERSION)
 
 # Re-pin every dependency to what the current environment resolved (see README).
 lock: setup

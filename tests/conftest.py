@@ -28,6 +28,11 @@ def shared_file(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
+    return make_tiny_tokenizer()
+
+
+def make_tiny_tokenizer():
+    """A 300-token byte-level BPE trained on TINY_TEXT, in memory (no download)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
