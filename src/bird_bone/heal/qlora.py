@@ -7,6 +7,10 @@ precision. Optionally the loss adds a distillation term, KL(p_teacher || p_stude
 merged into the full-precision pruned weights through the mask: ``W <- W + (1 - M) * delta``, so a
 pruned position (M = 1) keeps its exact zero. peft's own ``merge_and_unload`` would add the dense
 delta everywhere (and into the 4-bit copy), which is why the merge is written here.
+
+Training goes through Accelerate: on a single CPU process (the default, and what the tests run) it
+changes nothing; under ``accelerate launch`` it places the student on the process's GPU and, with
+several processes, averages gradients across them (data-parallel healing).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import bitsandbytes as bnb
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from peft import LoraConfig, get_peft_model
 from torch import nn
 from tqdm.auto import tqdm
@@ -136,9 +141,13 @@ def micro_heal(
     student.train()
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
-    batches = _batches(windows, window_length, batch_size, seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    student, optimizer = accelerator.prepare(student, optimizer)
+    if teacher is not None and kd_weight > 0:
+        teacher = teacher.to(accelerator.device)
+    batches = _batches(windows, window_length, batch_size, seed + accelerator.process_index)
     for _ in tqdm(range(steps), desc="micro-heal", unit="step", disable=not progress):
-        batch = next(batches)
+        batch = next(batches).to(accelerator.device)
         logits = student(input_ids=batch, use_cache=False).logits[:, :-1]
         ce = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
         kd = torch.zeros(())
@@ -148,14 +157,14 @@ def micro_heal(
             kd = distillation_loss(logits, teacher_logits, temperature)
         loss = ce + kd_weight * kd
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        accelerator.backward(loss)
         optimizer.step()
         result.loss.append(loss.item())
         result.ce.append(ce.item())
         result.kd.append(kd.item())
         if callback is not None:
             callback(len(result.loss), student)
-    result.merged_modules = merge_lora_masked(model, student, masks)
+    result.merged_modules = merge_lora_masked(model, accelerator.unwrap_model(student), masks)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -170,7 +179,7 @@ def merge_lora_masked(model: nn.Module, peft_model: nn.Module, masks: dict[str, 
         base_name = name.removeprefix("base_model.model.")
         target = model.get_submodule(base_name)
         for adapter in module.active_adapters:
-            delta = module.get_delta_weight(adapter).to(target.weight.dtype)
+            delta = module.get_delta_weight(adapter).to(target.weight.device, target.weight.dtype)
             mask = masks.get(base_name)
             if mask is not None:
                 delta = delta.masked_fill(mask.to(delta.device), 0.0)
