@@ -105,6 +105,9 @@ class PruneParams(Params):
     pattern: str = Field("unstructured", pattern=r"^(unstructured|[1-9][0-9]*:[1-9][0-9]*)$", description="or N:M")
     blocksize: int = Field(128, ge=1, description="SparseGPT columns per block")
     percdamp: float = Field(0.01, gt=0, description="SparseGPT dampening, fraction of mean diag(H)")
+    true_sequential: bool = Field(
+        False, description="calibrate each linear on the pruned ones before it: one pass per layer, all windows at once"
+    )
     prune_embeddings: bool = Field(False, description="also prune token embeddings (magnitude, per row)")
     save_gram: bool = Field(False, description="store X^T X per linear in the activation statistics (large)")
     structured: StructuredParams = Field(default_factory=StructuredParams)

@@ -58,6 +58,7 @@ def prune_model(checkpoint: Checkpoint, windows: torch.Tensor, data: DataParams,
             percdamp=prune.percdamp,
             batch_size=data.calibration.batch_size,
             include_embeddings=prune.prune_embeddings,
+            true_sequential=prune.true_sequential,
         )
         partitions = {f"wave_{k}": masks for k, masks in enumerate(wave_masks, start=1)}
     metadata = {**checkpoint.metadata, "stage": "prune", "prune": prune.model_dump()}
