@@ -35,7 +35,7 @@ ROWS = {
 }
 
 
-def run_row(row: str, eval_windows: int, threads: int, true_sequential: bool) -> dict:
+def run_row(row: str, eval_windows: int, threads: int, true_sequential: bool, width_multiple: int) -> dict:
     import torch
 
     from bird_bone.data.windows import calibration_windows, evaluation_windows, tokenize_text
@@ -55,11 +55,13 @@ def run_row(row: str, eval_windows: int, threads: int, true_sequential: bool) ->
     evaluation = evaluation_windows(
         tokenize_text(tokenizer, (SHARED / "wikitext2-raw-test.txt").read_text()), 512, eval_windows
     )
-    dense_speed = forward_throughput(model, evaluation, batch_size=4, batches=2) if method == "structured" else None
+    speeds = {}
+    if method == "structured":  # tokens/s: full logits (as perplexity) and prefill (last position's logits)
+        speeds = {keep: forward_throughput(model, evaluation, 4, 2, keep)["tokens_per_second"] for keep in (0, 1)}
     start = time.perf_counter()
     if method == "structured":  # two waves of 10 %, each cluster giving at most 15 % per wave
-        kept = remove_neurons(model, calibration, 0.1, 0.15, batch_size=8)
-        remove_neurons(model, calibration, 0.2, 0.15, batch_size=8, kept=kept)
+        kept = remove_neurons(model, calibration, 0.1, 0.15, batch_size=8, width_multiple=width_multiple)
+        remove_neurons(model, calibration, 0.2, 0.15, batch_size=8, kept=kept, width_multiple=width_multiple)
         widths = mlp_widths(model)
         achieved = 1 - sum(widths) / (len(widths) * model.config.intermediate_size)
     else:
@@ -77,9 +79,9 @@ def run_row(row: str, eval_windows: int, threads: int, true_sequential: bool) ->
         "sparsity": achieved,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if dense_speed:
-        pruned_speed = forward_throughput(model, evaluation, batch_size=4, batches=2)
-        result["speedup"] = pruned_speed["tokens_per_second"] / dense_speed["tokens_per_second"]
+    if speeds:
+        for keep, dense in speeds.items():
+            result[f"speedup_{keep}"] = forward_throughput(model, evaluation, 4, 2, keep)["tokens_per_second"] / dense
     return result
 
 
@@ -89,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--true-sequential", action="store_true", help="prune_wave(true_sequential=True)")
+    parser.add_argument("--width-multiple", type=int, default=64, help="structured: kept MLP widths rounded down")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row, print JSON
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_row(args.one, args.eval_windows, args.threads, args.true_sequential)))
+        print(json.dumps(run_row(args.one, args.eval_windows, args.threads, args.true_sequential, args.width_multiple)))
         return 0
     header = [
         "row",
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         f"perplexity ({args.eval_windows} x 512)",
         "pruning time (s)",
         "peak RSS (MiB)",
-        "forward speed-up",
+        "forward speed-up (full logits / prefill)",
         "load average (start, end)",
     ]
     print("| " + " | ".join(header) + " |\n" + "| --- " * len(header) + "|", flush=True)
@@ -115,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
             str(args.eval_windows),
             "--threads",
             str(args.threads),
+            "--width-multiple",
+            str(args.width_multiple),
             *(["--true-sequential"] if args.true_sequential else []),
         ]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
-        speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
+        speed = f"{r['speedup_0']:.2f}x / {r['speedup_1']:.2f}x" if "speedup_0" in r else "-"
         print(
             f"| {row} | {r['sparsity']:.4f} | {r['perplexity']:.2f} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} "
             f"| {speed} | {load_start:.1f}, {os.getloadavg()[0]:.1f} |",

@@ -94,6 +94,7 @@ class StructuredParams(Params):
     max_fraction_per_cluster: float = Field(0.1, gt=0, le=1, description="cap per activation cluster per wave")
     clusters: int = Field(8, ge=1, description="k-means clusters of neurons per layer")
     pattern_tokens: int = Field(256, ge=8, description="calibration tokens a neuron's pattern spans")
+    width_multiple: int = Field(1, ge=1, description="round kept MLP widths down to a multiple (e.g. 64, for GEMMs)")
 
 
 class PruneParams(Params):

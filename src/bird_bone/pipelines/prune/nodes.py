@@ -78,6 +78,7 @@ def _remove_neurons_in_waves(model, windows, data: DataParams, prune: PruneParam
             data.calibration.seed,
             data.calibration.batch_size,
             kept,
+            s.width_multiple,
         )
         widths = mlp_widths(model)
         partitions[f"wave_{k}"] = {f"{name}.kept_neurons": index for name, index in kept.items()}
