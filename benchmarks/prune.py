@@ -2,18 +2,22 @@
 
     .venv/bin/python benchmarks/prune.py                 # all rows (about 15 minutes on 2 cores)
     .venv/bin/python benchmarks/prune.py --rows wanda-50 sparsegpt-2:4 --eval-windows 8
+    .venv/bin/python benchmarks/prune.py --true-sequential   # one forward per layer (prune_wave option)
 
 Protocol (issue 3): evaluation on the first 32 non-overlapping windows of 512 tokens of WikiText-2
 raw test, tokenized once with the model's tokenizer, perplexity = exp(total NLL / predicted tokens);
 calibration: 32 windows of 512 tokens drawn with random.seed(0) from the tokenized WikiText-2
 validation text; 2 threads; decoder-layer linears only (embeddings and head dense). Each row runs in
 its own process so its peak memory (RSS high-water mark) is its own. Prints a Markdown table.
+``--true-sequential``: Wanda and SparseGPT calibrate each linear on the already-pruned linears before
+it in its layer (one forward per layer, all windows in one batch); default: the reference order.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,7 +35,7 @@ ROWS = {
 }
 
 
-def run_row(row: str, eval_windows: int, threads: int) -> dict:
+def run_row(row: str, eval_windows: int, threads: int, true_sequential: bool, width_multiple: int) -> dict:
     import torch
 
     from bird_bone.data.windows import calibration_windows, evaluation_windows, tokenize_text
@@ -51,16 +55,19 @@ def run_row(row: str, eval_windows: int, threads: int) -> dict:
     evaluation = evaluation_windows(
         tokenize_text(tokenizer, (SHARED / "wikitext2-raw-test.txt").read_text()), 512, eval_windows
     )
-    dense_speed = forward_throughput(model, evaluation, batch_size=4, batches=2) if method == "structured" else None
+    speeds = {}
+    if method == "structured":  # tokens/s: full logits (as perplexity) and prefill (last position's logits)
+        speeds = {keep: forward_throughput(model, evaluation, 4, 2, keep)["tokens_per_second"] for keep in (0, 1)}
     start = time.perf_counter()
     if method == "structured":  # two waves of 10 %, each cluster giving at most 15 % per wave
-        kept = remove_neurons(model, calibration, 0.1, 0.15, batch_size=8)
-        remove_neurons(model, calibration, 0.2, 0.15, batch_size=8, kept=kept)
+        kept = remove_neurons(model, calibration, 0.1, 0.15, batch_size=8, width_multiple=width_multiple)
+        remove_neurons(model, calibration, 0.2, 0.15, batch_size=8, kept=kept, width_multiple=width_multiple)
         widths = mlp_widths(model)
         achieved = 1 - sum(widths) / (len(widths) * model.config.intermediate_size)
     else:
         n, m = (2, 4) if pattern == "2:4" else (0, 0)
-        achieved = mask_sparsity(prune_wave(model, method, sparsity, calibration, n, m, batch_size=8))
+        masks = prune_wave(model, method, sparsity, calibration, n, m, batch_size=8, true_sequential=true_sequential)
+        achieved = mask_sparsity(masks)
     seconds = time.perf_counter() - start
     ppl = perplexity(model, evaluation, batch_size=4, progress=False)
     result = {
@@ -72,9 +79,9 @@ def run_row(row: str, eval_windows: int, threads: int) -> dict:
         "sparsity": achieved,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if dense_speed:
-        pruned_speed = forward_throughput(model, evaluation, batch_size=4, batches=2)
-        result["speedup"] = pruned_speed["tokens_per_second"] / dense_speed["tokens_per_second"]
+    if speeds:
+        for keep, dense in speeds.items():
+            result[f"speedup_{keep}"] = forward_throughput(model, evaluation, 4, 2, keep)["tokens_per_second"] / dense
     return result
 
 
@@ -83,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--true-sequential", action="store_true", help="prune_wave(true_sequential=True)")
+    parser.add_argument("--width-multiple", type=int, default=64, help="structured: kept MLP widths rounded down")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row, print JSON
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_row(args.one, args.eval_windows, args.threads)))
+        print(json.dumps(run_row(args.one, args.eval_windows, args.threads, args.true_sequential, args.width_multiple)))
         return 0
     header = [
         "row",
@@ -94,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         f"perplexity ({args.eval_windows} x 512)",
         "pruning time (s)",
         "peak RSS (MiB)",
-        "forward speed-up",
+        "forward speed-up (full logits / prefill)",
+        "load average (start, end)",
     ]
     print("| " + " | ".join(header) + " |\n" + "| --- " * len(header) + "|", flush=True)
     for row in args.rows:
+        load_start = os.getloadavg()[0]
         command = [
             sys.executable,
             __file__,
@@ -107,13 +118,16 @@ def main(argv: list[str] | None = None) -> int:
             str(args.eval_windows),
             "--threads",
             str(args.threads),
+            "--width-multiple",
+            str(args.width_multiple),
+            *(["--true-sequential"] if args.true_sequential else []),
         ]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
-        speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
+        speed = f"{r['speedup_0']:.2f}x / {r['speedup_1']:.2f}x" if "speedup_0" in r else "-"
         print(
             f"| {row} | {r['sparsity']:.4f} | {r['perplexity']:.2f} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} "
-            f"| {speed} |",
+            f"| {speed} | {load_start:.1f}, {os.getloadavg()[0]:.1f} |",
             flush=True,
         )
     return 0

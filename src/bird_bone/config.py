@@ -94,6 +94,7 @@ class StructuredParams(Params):
     max_fraction_per_cluster: float = Field(0.1, gt=0, le=1, description="cap per activation cluster per wave")
     clusters: int = Field(8, ge=1, description="k-means clusters of neurons per layer")
     pattern_tokens: int = Field(256, ge=8, description="calibration tokens a neuron's pattern spans")
+    width_multiple: int = Field(1, ge=1, description="round kept MLP widths down to a multiple (e.g. 64, for GEMMs)")
 
 
 class PruneParams(Params):
@@ -105,6 +106,9 @@ class PruneParams(Params):
     pattern: str = Field("unstructured", pattern=r"^(unstructured|[1-9][0-9]*:[1-9][0-9]*)$", description="or N:M")
     blocksize: int = Field(128, ge=1, description="SparseGPT columns per block")
     percdamp: float = Field(0.01, gt=0, description="SparseGPT dampening, fraction of mean diag(H)")
+    true_sequential: bool = Field(
+        False, description="calibrate each linear on the pruned ones before it: one pass per layer, all windows at once"
+    )
     prune_embeddings: bool = Field(False, description="also prune token embeddings (magnitude, per row)")
     save_gram: bool = Field(False, description="store X^T X per linear in the activation statistics (large)")
     structured: StructuredParams = Field(default_factory=StructuredParams)

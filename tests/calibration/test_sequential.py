@@ -81,3 +81,41 @@ def test_modules_fed_the_same_tensor_share_statistics(tiny_model):
     assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
     assert stats["self_attn.o_proj"] is not stats["self_attn.q_proj"]
     assert stats["self_attn.q_proj"].tokens == 24 and stats["mlp.down_proj"].tokens == 24
+
+
+def test_linear_groups_follow_the_shared_inputs(tiny_model):
+    from bird_bone.calibration.sequential import linear_groups
+
+    hidden, kwargs = capture_layer_inputs(tiny_model, torch.randint(0, 50, (1, 8)), batch_size=1)
+    groups = linear_groups(decoder_layers(tiny_model)[0], hidden[0], kwargs[0])
+    assert groups == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"],
+        ["mlp.down_proj"],
+    ]
+
+
+def test_true_sequential_calibrates_each_group_on_the_modified_earlier_ones(tiny_model):
+    from bird_bone.calibration.sequential import run_true_sequential
+
+    windows = torch.randint(0, tiny_model.config.vocab_size, (5, 12))
+    seen = []
+
+    def visit_group(index, modules, stats):
+        seen.append((index, list(modules), stats.tokens, stats.sq_norms.clone()))
+        for module in modules.values():  # modify every linear: the next group must see it
+            module.weight.data.mul_(0.5)
+
+    run_true_sequential(tiny_model, windows, visit_group, progress=False)
+    assert [(i, len(names), tokens) for i, names, tokens, _ in seen] == [
+        (i, k, 60) for i in (0, 1) for k in (3, 1, 2, 1)
+    ]
+    # reference: a plain forward of the finished model gives every group the same inputs
+    layer = decoder_layers(tiny_model)[1]
+    with collect_input_statistics(linear_modules(layer)) as reference:
+        tiny_model(windows)
+    for (_, names, _, sq_norms), name in zip(
+        seen[4:], ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
+    ):
+        assert names[0] == name and torch.allclose(sq_norms, reference[name].sq_norms, rtol=1e-4)

@@ -58,3 +58,12 @@ def test_throughput_and_measure_model(tiny_model, tmp_path):
     assert 0 < zeros < 0.01 * metrics["parameters"]  # only the padding token's embedding row is zero
     assert metrics["sparsity"] == pytest.approx(zeros / metrics["parameters"])
     assert metrics["bits_per_weight"] == pytest.approx(8000 / metrics["parameters"])
+
+
+def test_prefill_throughput_keeps_only_the_last_logits(tiny_model):
+    windows = torch.randint(0, tiny_model.config.vocab_size, (4, 16))
+    seen = []
+    handle = tiny_model.lm_head.register_forward_hook(lambda _m, _a, out: seen.append(out.shape[1]))
+    forward_throughput(tiny_model, windows, batch_size=2, batches=2, logits_to_keep=1)
+    handle.remove()
+    assert seen == [1, 1, 1]  # warm-up and two timed batches, one position each

@@ -52,3 +52,21 @@ def test_sparsegpt_keeps_prior_mask_and_zeroes_dead_inputs():
     new, mask = sparsegpt_prune(weight, 2 * x.T @ x / len(x), 0.5, blocksize=8, pruned=prior)
     assert mask[:, 31].all() and (new[:, 5] == 0).all() and (new[mask] == 0).all()
     assert abs(mask.float().mean().item() - 0.5) < 0.05
+
+
+@pytest.mark.parametrize(("n", "m"), [(0, 0), (2, 4)])
+def test_matrices_sharing_an_input_are_solved_together_as_alone(n, m):
+    from bird_bone.prune.sparsegpt import sparsegpt_prune_many
+
+    x = correlated_inputs(columns=48)
+    hessian = 2 * x.T @ x / len(x)
+    weights = [torch.randn(24, 48), torch.randn(8, 48), torch.randn(8, 48)]
+    prior = torch.zeros(8, 48, dtype=torch.bool)
+    prior[:, ::4] = torch.rand(8, 12) < 0.5  # at most one per group of 4: fits 2:4
+    together = sparsegpt_prune_many(weights, hessian, 0.5, n, m, blocksize=16, pruned=[None, prior, None])
+    for weight, p, (new, mask) in zip(weights, [None, prior, None], together):
+        alone, alone_mask = sparsegpt_prune(weight, hessian, 0.5, n, m, blocksize=16, pruned=p)
+        assert torch.equal(mask, alone_mask)
+        assert torch.allclose(new, alone, atol=1e-5)
+        if p is not None:
+            assert mask[p].all()

@@ -38,3 +38,9 @@ def test_remove_neurons_shrinks_mlps_and_round_trips_through_a_checkpoint(tmp_pa
     loaded = load_checkpoint(tmp_path / "ckpt")
     assert loaded.metadata["mlp_widths"] == [32, 32]
     assert torch.allclose(loaded.model(windows).logits, expected, atol=1e-5)
+
+
+def test_kept_widths_round_down_to_a_multiple(tiny_model):
+    windows = torch.randint(0, tiny_model.config.vocab_size, (4, 16))
+    remove_neurons(tiny_model, windows, fraction=0.3, max_fraction_per_cluster=0.5, clusters=2, width_multiple=16)
+    assert mlp_widths(tiny_model) == [32, 32]  # 64 - round(19.2) = 45 kept, rounded down to 32

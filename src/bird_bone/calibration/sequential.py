@@ -1,15 +1,22 @@
-"""The sequential layer driver every calibration method shares (the SparseGPT/Wanda pattern).
+"""The sequential layer drivers every calibration method shares (the SparseGPT/Wanda pattern).
 
-Capture the inputs of decoder layer 0 for all calibration windows, then per layer: hook its
-linears, run the windows through it, hand the statistics to ``visit`` (which may prune or
-quantize the layer), and run the windows through it again so that layer i+1 sees the outputs of
-the already-modified layer i. Peak memory: the model, one layer's activations and the hidden
-states of the calibration set, never the whole model's activations.
+``run_sequential``: capture the inputs of decoder layer 0 for all calibration windows, then per
+layer: hook its linears, run the windows through it, hand the statistics to ``visit`` (which may
+prune or quantize the layer), and run the windows through it again so that layer i+1 sees the
+outputs of the already-modified layer i (the reference codes' order). Peak memory: the model, one
+layer's activations for one batch and the hidden states of the calibration set.
+
+``run_true_sequential``: one pass per layer, all windows in one batch. Each group of linears fed the
+same input (q/k/v, o, gate/up, down) is handed to ``visit_group`` as soon as its input over every
+window is known, before its own product runs: later linears see the outputs of the already-modified
+ones (GPTQ's "true sequential" order) and the layer's output is already the modified layer's, so a
+layer costs one forward instead of about 1.8. Peak memory: one layer's activations for all windows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -19,6 +26,7 @@ from bird_bone.calibration.statistics import InputStatistics, collect_input_stat
 from bird_bone.models.adapters import decoder_layers, linear_modules
 
 Visit = Callable[[int, nn.Module, dict[str, InputStatistics]], bool]
+VisitGroup = Callable[[int, dict[str, nn.Linear], InputStatistics], None]
 
 
 class _Captured(Exception):
@@ -53,8 +61,7 @@ def capture_layer_inputs(model: nn.Module, windows: torch.Tensor, batch_size: in
 def _forward(layer: nn.Module, hidden: list, kwargs: list) -> list[torch.Tensor]:
     outputs = []
     for h, kw in zip(hidden, kwargs):
-        out = layer(h, **kw)
-        outputs.append(out[0] if isinstance(out, tuple) else out)
+        outputs.append(_output(layer(h, **kw)))
     return outputs
 
 
@@ -81,6 +88,76 @@ def _statistics_pass(layer: nn.Module, hidden: list, kwargs: list, stats: dict) 
         _forward(layer, hidden, kwargs)
 
 
+def _output(out) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def linear_groups(layer: nn.Module, hidden: torch.Tensor, kwargs: dict) -> list[list[str]]:
+    """The layer's linears in the order they run on ``hidden``, grouped by the input tensor they
+    share (e.g. [[q, k, v], [o], [gate, up], [down]])."""
+    seen: list[tuple[str, torch.Tensor]] = []  # holding the inputs keeps their identities unique
+    modules = linear_modules(layer)
+    handles = [
+        module.register_forward_pre_hook(lambda _m, args, name=name: seen.append((name, args[0])))
+        for name, module in modules.items()
+    ]
+    try:
+        layer(hidden, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    groups: list[list[str]] = []
+    for i, (name, x) in enumerate(seen):
+        if i and x is seen[i - 1][1]:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    if sorted(n for g in groups for n in g) != sorted(modules):
+        raise TypeError(f"{type(layer).__name__}: each linear must run exactly once per forward pass")
+    return groups
+
+
+@torch.no_grad()
+def run_true_sequential(
+    model: nn.Module,
+    windows: torch.Tensor,
+    visit_group: VisitGroup,
+    gram: bool = False,
+    progress: bool = True,
+) -> None:
+    """Drive ``visit_group(index, modules, statistics)`` over every group of linears that share an
+    input, layer by layer, each group once its input over all ``windows`` is known (see module doc).
+
+    The groups are found once, on the first window at layer 0, and must be the same in every layer.
+    """
+    was_training = model.training
+    model.eval()
+    probe_hidden, probe_kwargs = capture_layer_inputs(model, windows[:1], 1)
+    (hidden,), (kwargs,) = capture_layer_inputs(model, windows, windows.shape[0])
+    layers = decoder_layers(model)
+    groups = linear_groups(layers[0], probe_hidden[0], probe_kwargs[0])
+    for index, layer in enumerate(tqdm(layers, desc="layers", unit="layer", disable=not progress)):
+        hidden = _true_sequential_pass(index, layer, hidden, kwargs, groups, visit_group, gram)
+    model.train(was_training)
+
+
+def _true_sequential_pass(index, layer, hidden, kwargs, groups, visit_group, gram) -> torch.Tensor:
+    """One forward of ``layer``; each group is visited in a pre-hook of its first linear."""
+    modules = linear_modules(layer)
+
+    def visit(_module, args, group):
+        stats = InputStatistics(modules[group[0]].in_features, gram=gram, abs_values=False)
+        stats.add_batch(args[0])
+        visit_group(index, {name: modules[name] for name in group}, stats)
+
+    handles = [modules[group[0]].register_forward_pre_hook(partial(visit, group=group)) for group in groups]
+    try:
+        return _output(layer(hidden, **kwargs))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def run_sequential(
     model: nn.Module,
@@ -91,12 +168,14 @@ def run_sequential(
     pattern_tokens: dict[str, int] | None = None,
     progress: bool = True,
     modifies: bool = True,
+    abs_values: bool = True,
 ) -> None:
     """Drive ``visit(index, layer, statistics)`` over the decoder layers in order.
 
     ``visit`` returns True when it changed the layer; the layer's outputs are then recomputed.
     ``modifies``: ``visit`` is expected to change every layer, so the statistics pass can stop
     early (about a fifth less work); when False the statistics pass also yields the outputs.
+    ``abs_values``: also accumulate mean |X| per input column (activation logging, structured pruning).
     """
     was_training = model.training
     model.eval()
@@ -104,7 +183,7 @@ def run_sequential(
     layers = decoder_layers(model)
     for index, layer in enumerate(tqdm(layers, desc="layers", unit="layer", disable=not progress)):
         outputs = None
-        with collect_input_statistics(linear_modules(layer), gram, pattern_tokens) as stats:
+        with collect_input_statistics(linear_modules(layer), gram, pattern_tokens, abs_values) as stats:
             if modifies:
                 _statistics_pass(layer, hidden, kwargs, stats)
             else:

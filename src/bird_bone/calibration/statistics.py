@@ -41,11 +41,15 @@ def symmetric_from_upper(xtx: torch.Tensor) -> torch.Tensor:
     return full
 
 
+_CHUNK_ROWS = 256  # column sums over row chunks: cache-sized temporaries instead of one per batch
+
+
 @dataclass
 class InputStatistics:
     columns: int
     gram: bool = False
     pattern_tokens: int = 0
+    abs_values: bool = True  # accumulate sum |X_j| (``abs_mean``); Wanda and SparseGPT need only the rest
     tokens: int = 0
     sq_norms: torch.Tensor = field(init=False)
     abs_sum: torch.Tensor = field(init=False)
@@ -67,8 +71,10 @@ class InputStatistics:
         """Accumulate one batch of inputs [..., columns]."""
         x = x.detach().reshape(-1, self.columns).float()
         self.tokens += x.shape[0]
-        self.sq_norms += x.square().sum(0)
-        self.abs_sum += x.abs().sum(0)
+        for chunk in x.split(_CHUNK_ROWS):
+            self.sq_norms += chunk.square().sum(0)
+            if self.abs_values:
+                self.abs_sum += chunk.abs().sum(0)
         if self.xtx is not None:
             accumulate_upper_gram(self.xtx, x)
         have = sum(p.shape[0] for p in self.pattern)
@@ -77,6 +83,8 @@ class InputStatistics:
 
     @property
     def abs_mean(self) -> torch.Tensor:
+        if not self.abs_values:
+            raise ValueError("mean |X| was not collected (abs_values=False)")
         return self.abs_sum / max(self.tokens, 1)
 
     @property
@@ -98,7 +106,10 @@ class InputStatistics:
 
 @contextlib.contextmanager
 def collect_input_statistics(
-    modules: dict[str, nn.Linear], gram: bool = False, pattern_tokens: dict[str, int] | None = None
+    modules: dict[str, nn.Linear],
+    gram: bool = False,
+    pattern_tokens: dict[str, int] | None = None,
+    abs_values: bool = True,
 ) -> Iterator[dict[str, InputStatistics]]:
     """Hook ``modules`` for the duration of the block; yields their statistics by name.
 
@@ -107,7 +118,7 @@ def collect_input_statistics(
     """
     pattern_tokens = pattern_tokens or {}
     stats = {
-        name: InputStatistics(m.in_features, gram=gram, pattern_tokens=pattern_tokens.get(name, 0))
+        name: InputStatistics(m.in_features, gram, pattern_tokens.get(name, 0), abs_values)
         for name, m in modules.items()
     }
     last: dict = {"input": None, "name": None}

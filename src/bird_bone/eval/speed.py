@@ -37,15 +37,21 @@ def bits_per_weight(num_bytes: int, parameters: int) -> float:
 
 
 @torch.inference_mode()
-def forward_throughput(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, batches: int = 2) -> dict:
-    """Tokens per second of plain forward passes over ``windows`` [N, L], after one warm-up batch."""
+def forward_throughput(
+    model: nn.Module, windows: torch.Tensor, batch_size: int = 4, batches: int = 2, logits_to_keep: int = 0
+) -> dict:
+    """Tokens per second of plain forward passes over ``windows`` [N, L], after one warm-up batch.
+
+    ``logits_to_keep``: compute the LM head for the last that many positions only (1: prefill, as a
+    generation's first step does); 0: every position (as perplexity needs)."""
     device = next(model.parameters()).device
     chunks = [windows[i : i + batch_size].to(device) for i in range(0, windows.shape[0], batch_size)]
-    model(input_ids=chunks[0][:1, :8], use_cache=False)  # warm-up: allocator, kernels
+    keep = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+    model(input_ids=chunks[0][:1, :8], use_cache=False, **keep)  # warm-up: allocator, kernels
     timed = chunks[:batches]
     start = time.perf_counter()
     for chunk in timed:
-        model(input_ids=chunk, use_cache=False)
+        model(input_ids=chunk, use_cache=False, **keep)
     seconds = time.perf_counter() - start
     tokens = sum(chunk.numel() for chunk in timed)
     return {"tokens_per_second": tokens / seconds, "tokens": tokens, "seconds": seconds, "batch_size": batch_size}

@@ -13,11 +13,11 @@ import time
 import torch
 from torch import nn
 
-from bird_bone.calibration.sequential import run_sequential
+from bird_bone.calibration.sequential import run_sequential, run_true_sequential
 from bird_bone.models.adapters import decoder_layers, layer_prefix, linear_modules, prunable_linears
 from bird_bone.prune.magnitude import magnitude_scores
 from bird_bone.prune.masks import apply_mask, check_nm, select_mask
-from bird_bone.prune.sparsegpt import sparsegpt_prune
+from bird_bone.prune.sparsegpt import sparsegpt_prune_many
 from bird_bone.prune.wanda import wanda_scores
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,22 @@ def check_pattern(model: nn.Module, n: int, m: int) -> None:
             check_nm(n, m, module.in_features, name)
 
 
-def _mask_linear(module, stats, method, sparsity, n, m, prior, blocksize, percdamp) -> torch.Tensor:
-    weight = module.weight.data
+def _mask_group(modules, stats, method, sparsity, n, m, priors, blocksize, percdamp) -> list[torch.Tensor]:
+    """Prune linears that share one input (and so ``stats``) in place; their masks, in order."""
+    weights = [module.weight.data for module in modules]
     if method == "sparsegpt":
-        new_weight, mask = sparsegpt_prune(weight, stats.hessian, sparsity, n, m, blocksize, percdamp, prior)
-        weight.copy_(new_weight)
+        solved = sparsegpt_prune_many(weights, stats.hessian, sparsity, n, m, blocksize, percdamp, priors)
+        for weight, (new_weight, _) in zip(weights, solved):
+            weight.copy_(new_weight)
+        masks = [mask for _, mask in solved]
     elif method == "wanda":
-        mask = select_mask(wanda_scores(weight, stats.sq_norms), sparsity, n, m, "row", prior)
+        norms = stats.sq_norms
+        masks = [select_mask(wanda_scores(w, norms), sparsity, n, m, "row", p) for w, p in zip(weights, priors)]
     else:
-        mask = select_mask(magnitude_scores(weight), sparsity, n, m, "layer", prior)
-    apply_mask(weight, mask)
-    return mask
+        masks = [select_mask(magnitude_scores(w), sparsity, n, m, "layer", p) for w, p in zip(weights, priors)]
+    for weight, mask in zip(weights, masks):
+        apply_mask(weight, mask)
+    return masks
 
 
 def prune_wave(
@@ -69,9 +74,15 @@ def prune_wave(
     percdamp: float = 0.01,
     batch_size: int = 8,
     include_embeddings: bool = False,
+    true_sequential: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Prune ``model`` in place to ``sparsity`` (or N:M); returns masks by full module name (weights).
 
+    ``true_sequential``: prune each group of linears sharing an input as soon as that input is known
+    over all windows, so later linears of a layer are calibrated on the already-pruned earlier ones
+    (GPTQ's option of that name): one forward per layer instead of about 1.8, all windows in one
+    batch (``batch_size`` unused). Off: the reference order, every linear of a layer calibrated on
+    the dense layer's inputs, in batches of ``batch_size`` windows.
     ``include_embeddings``: also prune the input embeddings (by magnitude, per token row; with
     tied weights this prunes the LM head too). Off by default: they stay dense.
     """
@@ -82,11 +93,18 @@ def prune_wave(
     masks: dict[str, torch.Tensor] = {}
     prefix = layer_prefix(model)
 
+    def visit_group(index, modules, stats) -> None:
+        names = [f"{prefix}.{index}.{name}" for name in modules]
+        priors = [prior_masks.get(name) for name in names]
+        group_masks = _mask_group(list(modules.values()), stats, method, sparsity, n, m, priors, blocksize, percdamp)
+        masks.update(zip(names, group_masks))
+
     def visit(index, layer, stats) -> bool:
+        groups: dict[int, dict] = {}  # linears sharing one statistics object share their input
         for name, module in linear_modules(layer).items():
-            full = f"{prefix}.{index}.{name}"
-            args = (method, sparsity, n, m, prior_masks.get(full), blocksize, percdamp)
-            masks[full] = _mask_linear(module, stats.get(name), *args)
+            groups.setdefault(id(stats.get(name)), {})[name] = module
+        for group in groups.values():
+            visit_group(index, group, stats.get(next(iter(group))))
         return True
 
     if include_embeddings:
@@ -95,13 +113,17 @@ def prune_wave(
             magnitude_scores(embedding.weight), sparsity, scope="row", pruned=prior_masks.get(name)
         )
         apply_mask(embedding.weight.data, masks[name])
+    gram = method == "sparsegpt"
     if method == "magnitude":  # needs no calibration data
         for index, layer in enumerate(decoder_layers(model)):
-            visit(index, layer, {})
+            for name, module in linear_modules(layer).items():
+                visit_group(index, {name: module}, None)
+    elif windows is None:
+        raise ValueError(f"method '{method}' needs calibration windows")
+    elif true_sequential:
+        run_true_sequential(model, windows, visit_group, gram=gram)
     else:
-        if windows is None:
-            raise ValueError(f"method '{method}' needs calibration windows")
-        run_sequential(model, windows, visit, batch_size=batch_size, gram=method == "sparsegpt")
+        run_sequential(model, windows, visit, batch_size=batch_size, gram=gram, abs_values=False)
     log.info("%s wave to %s: sparsity %.4f", method, f"{n}:{m}" if n else f"{sparsity:.3f}", mask_sparsity(masks))
     return masks
 

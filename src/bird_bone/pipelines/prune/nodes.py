@@ -58,6 +58,7 @@ def prune_model(checkpoint: Checkpoint, windows: torch.Tensor, data: DataParams,
             percdamp=prune.percdamp,
             batch_size=data.calibration.batch_size,
             include_embeddings=prune.prune_embeddings,
+            true_sequential=prune.true_sequential,
         )
         partitions = {f"wave_{k}": masks for k, masks in enumerate(wave_masks, start=1)}
     metadata = {**checkpoint.metadata, "stage": "prune", "prune": prune.model_dump()}
@@ -77,6 +78,7 @@ def _remove_neurons_in_waves(model, windows, data: DataParams, prune: PruneParam
             data.calibration.seed,
             data.calibration.batch_size,
             kept,
+            s.width_multiple,
         )
         widths = mlp_widths(model)
         partitions[f"wave_{k}"] = {f"{name}.kept_neurons": index for name, index in kept.items()}
