@@ -55,7 +55,13 @@ def test_kedro_run_on_the_embedded_model(project):
     if (shared / "data").is_dir():
         os.symlink(shared, project.parent / "shared", target_is_directory=True)
     result = subprocess.run(
-        [str(kedro), "run", "--params", "eval.windows=2,eval.task_limit=8,data.calibration.windows=4"],
+        [
+            str(kedro),
+            "run",
+            "--params",
+            "eval.windows=2,eval.task_limit=8,data.calibration.windows=4,heal.steps=3,heal.window_length=64,"
+            "regrow.windows=1",
+        ],
         cwd=project,
         env=env,
         capture_output=True,
@@ -69,6 +75,11 @@ def test_kedro_run_on_the_embedded_model(project):
     assert 10 < report["metrics"]["perplexity"] < 60
     assert report["lm_eval"]["bird_bone_canary"]["acc"] > 0.25
     assert "Q4_1" in (project / "data/08_reporting/report.md").read_text()
-    pruned = json.loads((project / "data/08_reporting/pruned_metrics.json").read_text())
-    assert 0.39 < pruned["sparsity"] < 0.41  # 50 % of the decoder linears, ~80 % of all parameters
-    assert pruned["perplexity"] > report["metrics"]["perplexity"]
+    # the default loop: two waves of Wanda to 50 % of the decoder linears, each regrown (at most 5 %) and healed
+    records = [json.loads((project / f"data/08_reporting/waves/wave_{k}.json").read_text()) for k in (1, 2)]
+    assert [r["heal"]["steps"] for r in records] == [3, 3]
+    assert 0.2 < records[0]["sparsity"] <= 0.25 < 0.45 < records[1]["sparsity"] <= 0.5
+    assert records[1]["perplexity"] > report["metrics"]["perplexity"]
+    final = json.loads((project / "data/08_reporting/loop_metrics.json").read_text())
+    assert final["waves"] == 2 and final["perplexity"] > 0
+    assert "| 2 |" in (project / "data/08_reporting/loop_report.md").read_text()

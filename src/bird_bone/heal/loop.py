@@ -94,6 +94,7 @@ def run_wave(
             s.pattern_tokens,
             calibration_params.seed,
             calibration_params.batch_size,
+            width_multiple=s.width_multiple,
         )
         widths = mlp_widths(model)
         record["mlp_widths"] = widths
@@ -112,6 +113,7 @@ def run_wave(
             percdamp=prune.percdamp,
             batch_size=calibration_params.batch_size,
             include_embeddings=prune.prune_embeddings,
+            true_sequential=prune.true_sequential,
         )
     record["prune_seconds"] = time.perf_counter() - t
     record["target_sparsity"] = None if prune.nm[0] else target
