@@ -31,7 +31,8 @@ def test_script_exports_a_checkpoint_with_an_importance_matrix(tmp_path, tiny_to
             "--imatrix-stats", str(tmp_path / "stats.safetensors"), "--calibration-tokens", "640",
             "--imatrix-out", str(tmp_path / "imatrix.gguf")]  # fmt: skip
     assert _script().main(argv) == 0
-    printed = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out  # log handlers other tests installed may write here too
+    printed = json.loads(out[out.index("{\n") :])
     assert printed["type"] == "Q3_K_M" and printed["imatrix"] == {"entries": 1, "tokens": 640.0}
     assert describe_gguf(tmp_path / "tiny.gguf").type == "Q3_K_M"
     assert read_imatrix(tmp_path / "imatrix.gguf")["blk.0.ffn_down.weight"].count == 640.0

@@ -86,7 +86,7 @@ def test_llama_cpp_tokenizes_like_the_tokenizer(tmp_path, tiny_model, tiny_token
     finally:
         llm.close()
     fields = gguf.GGUFReader(path).fields
-    assert fields["tokenizer.ggml.pre"].contents() == "gpt2" and fields["tokenizer.ggml.eos_token_id"].contents() == 2
+    assert fields["tokenizer.ggml.pre"].contents() == "gpt-2" and fields["tokenizer.ggml.eos_token_id"].contents() == 2
 
 
 def test_llama_cpp_perplexity_matches_transformers(tmp_path, tiny_model, tiny_tokenizer):

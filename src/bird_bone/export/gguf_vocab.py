@@ -17,9 +17,9 @@ import tempfile
 from bird_bone.errors import ArtifactError
 
 # tokenizers' pre_tokenizer JSON (normalised, see _pre_tokenizer_shape) -> llama.cpp's pre-tokenizer type.
-# "gpt2": the GPT-2 regex alone; "smollm": each digit split off first, then the GPT-2 regex.
+# "gpt-2": the GPT-2 regex alone; "smollm": each digit split off first, then the GPT-2 regex.
 PRE_TOKENIZERS = {
-    ("ByteLevel",): "gpt2",
+    ("ByteLevel",): "gpt-2",
     ("Digits(individual)", "ByteLevel"): "smollm",
 }
 
