@@ -4,14 +4,15 @@
 
 Protocol: WikiText-2 raw test tokenized once (no BOS), first N non-overlapping windows of 512 tokens,
 perplexity computed in llama.cpp (llama-cpp-python, F32 KV cache, no flash attention) on those token
-windows, and in transformers on the same windows for reference. Importance matrix: activation
-statistics of 16 random 512-token windows of wikitext2-valid-tokenized (seed 0), the prune stage's
-activation logging. tokens/s: prompt processing of a 480-token window in one batch, then 32 tokens
-decoded one by one (llama.cpp, CPU, all threads). Bits per weight: tensor bytes x 8 / parameters,
-over every tensor of the file. NOVAQ rows: a NOVAQ directory (--novaq, or a quick 1.5-bit one made
-here) read back dequantized and re-quantized to GGUF; "vs transformers" is then against the dequantized
-model's own transformers perplexity. The embedded model is SmolLM2-135M-Instruct stored as a
-4-bit Q4_1 GGUF and dequantized to float32: every figure is relative to those weights.
+windows, and in transformers on the same windows for reference. Importance matrix: per-column sums
+of x^2 at every decoder linear's input (what the prune stage's activation logging stores) over 16
+random 512-token windows of wikitext2-valid-tokenized (seed 0). tokens/s: prompt processing of a
+480-token window in one batch, then 32 tokens decoded one by one (llama.cpp, CPU, all threads).
+Bits per weight: tensor bytes x 8 / parameters, over every tensor of the file. NOVAQ rows: a NOVAQ
+directory (--novaq, or a quick 1.5-bit one made here) read back dequantized and re-quantized to GGUF;
+"vs transformers" is then against the dequantized model's own transformers perplexity. The embedded
+model is SmolLM2-135M-Instruct stored as a 4-bit Q4_1 GGUF and dequantized to float32: every figure
+is relative to those weights.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from pathlib import Path
 
 import torch
 
-from bird_bone.calibration.activations import log_activations
+from bird_bone.calibration.statistics import collect_input_statistics
 from bird_bone.data.windows import calibration_windows, evaluation_windows, tokenize_text
+from bird_bone.errors import ArtifactError
 from bird_bone.eval.llamacpp import llama_perplexity, llama_throughput
 from bird_bone.eval.perplexity import perplexity
 from bird_bone.export.gguf import EXPORT_TYPES
 from bird_bone.export.imatrix import importance_matrix
 from bird_bone.export.llamacpp_quantize import export_gguf
+from bird_bone.models.adapters import prunable_linears
 from bird_bone.models.loading import load_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -38,6 +41,16 @@ HEADER = [
     "prompt tok/s | decode tok/s |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
+
+
+@torch.inference_mode()
+def activation_statistics(model, windows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per decoder-layer linear, sum over tokens of x_j^2 (what the prune stage's activation logging
+    stores as ``<module>.input_sq_norms``), from plain forward passes: the model is not changed."""
+    with collect_input_statistics(prunable_linears(model)) as stats:
+        for batch in windows.split(4):
+            model(input_ids=batch, use_cache=False)
+    return {f"{name}.input_sq_norms": s.sq_norms.clone() for name, s in stats.items()}
 
 
 def measure(label, model, tok, type, imatrix, windows, reference, out: Path) -> str:
@@ -80,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tok, _ = load_model("smollm2-135m")
     test = evaluation_windows(tokenize_text(tok, (DATA / "wikitext2-raw-test.txt").read_text()), 512, args.windows)
     calib = calibration_windows(tokenize_text(tok, (DATA / "wikitext2-valid-tokenized.txt").read_text()), 512, 16, 0)
-    imatrix = importance_matrix(log_activations(model, calib, batch_size=4), model, tokens=calib.numel())
+    imatrix = importance_matrix(activation_statistics(model, calib), model, tokens=calib.numel())
     reference = perplexity(model, test, batch_size=2, progress=False).perplexity
     lines = [f"windows: {args.windows} x 512 WikiText-2 raw test; transformers float32 perplexity {reference:.3f}", ""]
     lines += HEADER
@@ -90,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(measure("smollm2", model, tok, type, imatrix, test, reference, out))
             print(lines[-1], file=sys.stderr, flush=True)
         for type in filter(None, args.no_imatrix_rows.split(",")):
-            lines.append(measure("smollm2", model, tok, type, None, test, reference, out))
+            try:
+                lines.append(measure("smollm2", model, tok, type, None, test, reference, out))
+            except ArtifactError as exc:  # IQ2_XXS: llama.cpp refuses without an importance matrix
+                lines.append(f"| smollm2 | {type} | no | refused: {exc} | | | | | |")
             print(lines[-1], file=sys.stderr, flush=True)
         if not args.no_novaq:
             dequantized = novaq_model(model, tok, out, args.novaq)
