@@ -208,3 +208,15 @@ class NovaqParams(Params):
     dense_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     teacher_model: str | None = Field(None, description="model spec of the teacher (default: the original)")
     refine: NovaqRefineParams = Field(default_factory=NovaqRefineParams)
+
+
+class ExportParams(Params):
+    section: ClassVar[str] = "export"
+    type: Literal["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS"] = Field(
+        "Q4_K_M", description="GGUF type; K- and I-quants go through llama.cpp's quantizer"
+    )
+    name: str | None = Field(None, description="general.name in the file (None: the model's); path: the catalog's")
+    imatrix: bool = Field(True, description="feed the activation statistics to llama.cpp as importance matrix")
+    eval_windows: int = Field(2, ge=0, description="evaluation windows scored in llama.cpp for the report (0: none)")
+    pre_tokenizer: str | None = Field(None, description="llama.cpp pre-tokenizer name (None: from the tokenizer)")
+    threads: int = Field(0, ge=0, description="llama.cpp threads (0: all cores)")

@@ -44,6 +44,26 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb") -> Iterator:
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path for a writer that opens files itself (GGUFWriter, llama.cpp);
+    renamed onto ``target`` once the block succeeds, deleted otherwise."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
     with atomic_file(target, "wb") as handle:
         handle.write(data)

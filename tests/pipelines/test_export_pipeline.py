@@ -1,0 +1,66 @@
+"""The GGUF export stage through Kedro on a tiny model: a run from a saved checkpoint, activation
+statistics and evaluation windows writes a GGUF llama.cpp loads and a report; bad parameters fail by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bird_bone.export.gguf import describe_gguf
+from bird_bone.io.checkpoint import Checkpoint, save_checkpoint
+from bird_bone.io.tensors import save_tensors
+from bird_bone.pipelines.export.pipeline import create_pipeline
+from tests.conftest import TINY_TEXT, make_tiny_llama
+from tests.pipelines.conftest import run_session  # the `project` fixture comes from conftest.py
+
+
+def test_pipeline_inputs_and_outputs():
+    pipeline = create_pipeline()
+    assert pipeline.inputs() == {
+        "compressed_model",
+        "prune.activation_statistics",
+        "seeding.evaluation_windows",
+        "params:data",
+        "params:export",
+    }
+    assert pipeline.all_outputs() == {"export.gguf_model", "export.export_report"}
+
+
+def _stage_inputs(project, tokenizer) -> None:
+    model = make_tiny_llama(len(tokenizer))
+    save_checkpoint(Checkpoint(model, tokenizer, {"stage": "prune"}), project / "models/compressed")
+    stats = {
+        f"{name}.input_sq_norms": torch.rand(m.in_features) + 0.1
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.startswith("model.layers.")
+    }
+    save_tensors(stats, project / "data/03_primary/activation_statistics.safetensors")
+    ids = tokenizer(TINY_TEXT, add_special_tokens=False)["input_ids"][:96]
+    save_tensors(
+        {"windows": torch.tensor(ids).view(3, 32)}, project / "data/02_intermediate/evaluation_windows.safetensors"
+    )
+
+
+def test_export_run_on_a_tiny_model(project, tiny_tokenizer):  # noqa: F811
+    _stage_inputs(project, tiny_tokenizer)
+    params = {"export": {"type": "Q4_K_M", "eval_windows": 2, "threads": 2, "name": "tiny"}}
+    run_session(project, params, pipeline="export")
+    written = describe_gguf(project / "models/export.gguf")
+    assert written.type == "Q4_K_M" and written.bits_per_weight < 16
+    report = json.loads((project / "data/08_reporting/export_report.json").read_text())
+    assert report["type"] == "Q4_K_M" and report["imatrix"] is True
+    assert report["size_bytes"] == (project / "models/export.gguf").stat().st_size
+    ppl = report["llama_cpp_perplexity"]
+    assert (
+        ppl["windows"] == 2 and ppl["predicted_tokens"] == 2 * 31 and 1.0 < ppl["perplexity"] < 10 * len(tiny_tokenizer)
+    )
+
+
+def test_unknown_export_type_fails_by_name(project):  # noqa: F811
+    from kedro.validation.exceptions import ParameterValidationError
+
+    with pytest.raises(ParameterValidationError, match=r"export\.type"):
+        run_session(project, {"export": {"type": "Q5_X"}}, pipeline="export")
+    assert not (project / "models" / "export.gguf").exists()
