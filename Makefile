@@ -45,7 +45,7 @@ viz: setup
 viz-build: setup
 	$(BIN)/kedro viz build
 
-# DVC stages (dvc.yaml) with the project's venv on PATH: `make repro ARGS=prune`, offline, no remote.
+# DVC stages (dvc.yaml) with the project's venv on PATH: `make repro ARGS=lowrank` (Kedro's default run), offline, no remote.
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $(ARGS)
 

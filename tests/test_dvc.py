@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bird_bone.heal.report import curve_csv
 from tests.conftest import ROOT
 from tests.tiny_project import run_tool, write_tiny_project
 
@@ -59,10 +60,78 @@ def outs(stage: dict) -> list:
     return [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]
 
 
+def out_paths(stage: dict) -> list[str]:
+    return [o if isinstance(o, str) else next(iter(o)) for o in outs(stage)]
+
+
 def test_stage_outputs_do_not_overlap():
-    paths = [o if isinstance(o, str) else next(iter(o)) for s in STAGES.values() for o in outs(s)]
+    paths = [p for s in STAGES.values() for p in out_paths(s)]
     assert len(paths) == len(set(paths))
-    assert {"models/baseline", "models/pruned", "data/06_models/masks"} <= set(paths)
+    nested = [(a, b) for a in paths for b in paths if b.startswith(a + "/")]
+    assert nested == []
+    expected = {"models/baseline", "models/waves", "models/compressed", "data/06_models/masks", "models/pruned"}
+    assert expected <= set(paths)
+
+
+def dataset_paths(description) -> list[str]:
+    """Every local path a dataset's description names (nested datasets included)."""
+    found = []
+    for key, value in (description or {}).items():
+        if isinstance(value, dict):
+            found += dataset_paths(value)
+        elif key in ("path", "filepath", "state", "record", "checkpoint") and value is not None:
+            found.append(str(value))
+    return found
+
+
+def covered(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root + "/") for root in roots)
+
+
+def test_each_stage_depends_on_every_dataset_its_kedro_run_loads(monkeypatch):
+    """DVC runs each stage alone: every input of its Kedro run must be a file that is a dependency
+    (or, like a wave's resume state, the stage's own output). A memory-only input would be empty."""
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from kedro.io import MemoryDataset
+
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(ROOT)
+    bootstrap_project(ROOT)
+    with KedroSession.create(project_path=ROOT, runtime_params={"prune": {"waves": 2}}) as session:
+        catalog = session.load_context().catalog
+        for name, spec in STAGES.items():
+            args = kedro_args(spec["cmd"])
+            pipeline = pipelines[args["--pipeline"]]
+            if "--from-nodes" in args:
+                pipeline = pipeline.from_nodes(*args["--from-nodes"].split(","))
+            if "--to-nodes" in args:
+                pipeline = pipeline.to_nodes(*args["--to-nodes"].split(","))
+            roots = [*spec.get("deps", []), *out_paths(spec)]
+            for dataset in sorted(pipeline.inputs()):
+                if dataset.startswith("params:") or dataset == "parameters":
+                    continue
+                loaded = catalog.get(dataset)
+                assert not isinstance(loaded, MemoryDataset), f"{name}: {dataset} is memory-only"
+                paths = [str(Path(p).resolve().relative_to(ROOT)) for p in dataset_paths(loaded._describe())]
+                assert paths, f"{name}: {dataset} names no file"
+                for path in paths:
+                    assert covered(path, roots), f"{name}: {dataset} reads {path}, not a dependency of the stage"
+
+
+def test_top_level_plots_draw_stage_outputs_with_project_templates():
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    produced = [p for s in STAGES.values() for p in out_paths(s)]
+    columns = curve_csv([]).strip().split(",")  # the healing curve's columns, as the loop writes them
+    assert spec["plots"]
+    for entry in spec["plots"]:
+        ((title, plot),) = entry.items()
+        template = json.loads((ROOT / ".dvc" / "plots" / f"{plot['template']}.json").read_text())
+        assert "<DVC_METRIC_DATA>" in json.dumps(template), title
+        for path, field in plot["y"].items():
+            assert path == "data/08_reporting/healing_curve.csv" and path in produced, title
+            assert {field, plot["x"]} <= set(columns), title
 
 
 def sha256(path: Path) -> str:
@@ -71,7 +140,7 @@ def sha256(path: Path) -> str:
 
 @pytest.mark.slow
 def test_dvc_repro_experiment_diffs_and_rollback_offline(tmp_path):
-    repo = write_tiny_project(tmp_path / "repo")
+    repo = write_tiny_project(tmp_path / "repo")  # two waves of two heal steps (tests/tiny_project.py)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo)
     shutil.copytree(
@@ -85,22 +154,40 @@ def test_dvc_repro_experiment_diffs_and_rollback_offline(tmp_path):
     tool("git", "config", "user.email", "test@bird-bone")
     tool("git", "config", "user.name", "test")
     tool("dvc", "init", "-q")
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
     tool("git", "add", "-A")
     tool("git", "commit", "-qm", "project")
-    # The default Kedro run (seeding, activation logging, pruning); `novaq` is left for its own tests.
-    tool("dvc", "repro", "prune")
-    assert "novaq" in tool("dvc", "status", "--json")  # the only stage not yet run
+    # Kedro's default run as DVC stages: seeding, activations, the loop's waves, low-rank.
+    log = tool("dvc", "repro", "lowrank")
+    for stage in ("seeding", "activations", "waves", "lowrank"):
+        assert f"Running stage '{stage}'" in log
+    assert set(json.loads(tool("dvc", "status", "--json"))) == {"prune", "novaq"}  # the stages not yet run
     tool("git", "add", "-A")
     tool("git", "commit", "-qm", "run at 0.5")
-    plots = tool("dvc", "plots", "show", "--json")  # rendered offline from the cache
-    assert "data/08_reporting/prune_waves.json" in plots and "activation_heatmap.png" in plots
-    weights = repo / "models" / "pruned" / "model.safetensors"
+    shown = json.loads(tool("dvc", "plots", "show", "--json"))  # rendered offline from the cache
+    assert {e["name"] for e in shown["errors"]} <= {"data/08_reporting/prune_waves.json"}  # `prune` not run
+    plots = shown["data"]
+    assert {"data/08_reporting/healing_curves.png", "data/08_reporting/activation_heatmap.png"} <= set(plots)
+    assert plots["perplexity per wave"][0]["content"]["data"]["values"]
+    loss = plots["heal loss per step"][0]
+    points = loss["content"]["data"]["values"]
+    assert loss["content"]["transform"][0]["filter"] == "datum['step'] !== '' && datum['loss'] !== ''"
+    assert len([p for p in points if p["loss"] != ""]) == 2 * 2  # two waves of two heal steps
+    weights = repo / "models" / "waves" / "wave_2" / "model.safetensors"
     first = sha256(weights)
-    sparsity = json.loads((repo / "data/08_reporting/pruned_metrics.json").read_text())["sparsity"]
+    sparsity = json.loads((repo / "data/08_reporting/loop_metrics.json").read_text())["sparsity"]
 
-    log = tool("dvc", "exp", "run", "-S", "conf/base/parameters_prune.yml:prune.target_sparsity=0.6")
-    assert "Stage 'seeding' didn't change, skipping" in log and "Running stage 'prune'" in log
+    # A pruning and a heal parameter re-run the loop and low-rank only, never the stages before them.
+    prune, heal = (
+        "conf/base/parameters_prune.yml:prune.target_sparsity=0.6",
+        "conf/base/parameters_heal.yml:heal.steps=1",
+    )
+    log = tool("dvc", "exp", "run", "-S", prune, "-S", heal)
+    assert "Stage 'activations' didn't change, skipping" in log and "Running stage 'waves'" in log
+    assert "Running stage 'lowrank'" in log and "Running stage 'seeding'" not in log
     assert sha256(weights) != first
+    curve = (repo / "data/08_reporting/healing_curve.csv").read_text().splitlines()
+    assert len([row for row in curve[1:] if row.split(",")[2]]) == 2  # one heal step per wave
 
     shown = json.loads(tool("dvc", "exp", "show", "--json"))
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
@@ -108,14 +195,16 @@ def test_dvc_repro_experiment_diffs_and_rollback_offline(tmp_path):
     params = json.loads(tool("dvc", "params", "diff", "--json"))
     change = params["conf/base/parameters_prune.yml"]["prune.target_sparsity"]
     assert (change["old"], change["new"]) == (0.5, 0.6)
-    metrics = json.loads(tool("dvc", "metrics", "diff", "--json"))["data/08_reporting/pruned_metrics.json"]
+    change = params["conf/base/parameters_heal.yml"]["heal.steps"]
+    assert (change["old"], change["new"]) == (2, 1)
+    metrics = json.loads(tool("dvc", "metrics", "diff", "--json"))["data/08_reporting/loop_metrics.json"]
     assert metrics["sparsity"]["old"] == pytest.approx(sparsity) and metrics["sparsity"]["new"] > sparsity
     changed = {entry["path"] for entry in json.loads(tool("dvc", "diff", "--json"))["modified"]}
-    assert {"models/pruned/model.safetensors", "data/06_models/masks/wave_1.safetensors"} <= changed
+    assert {"models/waves/wave_2/model.safetensors", "data/06_models/masks/wave_2.safetensors"} <= changed
     assert "models/baseline/model.safetensors" not in changed
 
     # Roll back: the committed parameters and dvc.lock, then `dvc checkout` restores the earlier model.
     tool("git", "checkout", "--", ".")
-    tool("dvc", "checkout", "prune")  # `novaq` never ran here, so it has nothing to check out
+    tool("dvc", "checkout", "waves", "lowrank")  # `prune` and `novaq` never ran here: nothing to check out
     assert sha256(weights) == first
-    assert json.loads(tool("dvc", "status", "prune", "--json")) == {}
+    assert json.loads(tool("dvc", "status", "waves", "lowrank", "--json")) == {}

@@ -26,8 +26,14 @@ TINY_PARAMS = {
     },
     "parameters_prune.yml": {
         "prune": {
-            "structured": {"clusters": 2, "pattern_tokens": 16, "fraction": 0.25, "max_fraction_per_cluster": 0.5}
+            "waves": 2,
+            "structured": {"clusters": 2, "pattern_tokens": 16, "fraction": 0.25, "max_fraction_per_cluster": 0.5},
         }
+    },
+    # two heal steps on short windows keep a whole loop of two waves within seconds
+    "parameters_heal.yml": {
+        "heal": {"steps": 2, "window_length": 8, "batch_size": 2},
+        "regrow": {"windows": 2, "batch_size": 2},
     },
     "parameters_novaq.yml": {
         "novaq": {"kmeans_samples": 256, "refine": {"max_iterations": 2, "calibration_windows": 2, "window_length": 16}}

@@ -1,5 +1,6 @@
-"""A small finished run for notebook tests: the tiny-model project after `kedro run` (seeding and
-pruning, two waves) and `kedro run --pipeline novaq`, built once per test session."""
+"""A small finished run for notebook tests: the tiny-model project after the default `kedro run`
+(seeding, activations, a growth-prune-heal loop of two waves of two heal steps, low-rank), one-shot
+pruning (`--pipeline prune`, the "pruned" artifact) and NOVAQ, built once per test session."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import pytest
 
 from tests.tiny_project import run_tool, write_tiny_project
 
+PARAMS = "prune.waves=2,prune.target_sparsity=0.6"
+
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    run = write_tiny_project(tmp_path_factory.mktemp("run"))
-    run_tool(run, "kedro", "run", "--params", "prune.waves=2,prune.target_sparsity=0.6", timeout=900)
+    run = write_tiny_project(tmp_path_factory.mktemp("run"))  # heal.steps=2 (tests/tiny_project.py)
+    run_tool(run, "kedro", "run", "--params", PARAMS, timeout=900)
+    run_tool(run, "kedro", "run", "--pipeline", "prune", "--from-nodes", "prune.prune_model", "--params", PARAMS)
     run_tool(run, "kedro", "run", "--pipeline", "novaq", timeout=900)
     return run

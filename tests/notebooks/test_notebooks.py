@@ -31,9 +31,26 @@ def test_activations_notebook_draws_heatmaps_of_the_run(tiny_run, monkeypatch):
 def test_resources_notebook_tabulates_every_artifact(tiny_run, monkeypatch):
     notebook = execute_notebook("resources.ipynb", tiny_run, monkeypatch)
     table = outputs(notebook, "execute_result", "text/html")[0]["data"]["text/html"]
-    for artifact in ("baseline", "pruned", "novaq"):
+    for artifact in ("baseline", "pruned", "novaq", "loop", "wave_1", "wave_2", "lowrank"):
         assert f"<th>{artifact}</th>" in table, table
+    assert "<th>wave_3</th>" not in table and "<th>sparsity</th>" in table
     assert len(outputs(notebook, mime="image/png")) == 2  # bits against perplexity, size and speed
+
+
+@pytest.mark.slow
+def test_healing_notebook_shows_every_wave_curves_and_sparsity_map(tiny_run, monkeypatch):
+    import json
+
+    notebook = execute_notebook("healing.ipynb", tiny_run, monkeypatch)
+    text = text_of(notebook)
+    assert str(tiny_run) in text and "over 2 waves" in text and "2 waves with masks" in text
+    table = outputs(notebook, "execute_result", "text/html")[0]["data"]["text/html"]
+    records = [json.loads((tiny_run / f"data/08_reporting/waves/wave_{k}.json").read_text()) for k in (1, 2)]
+    rows = table.split("<tbody>")[1].split("</tbody>")[0].count("<tr>")
+    assert rows == 2, table  # one row per wave
+    for record in records:
+        assert f"<th>{record['wave']}</th>" in table and record["status"] in table
+    assert len(outputs(notebook, mime="image/png")) == 2  # healing curves, sparsity map
 
 
 @pytest.mark.slow

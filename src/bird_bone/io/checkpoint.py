@@ -162,3 +162,8 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> Check
         except Exception as exc:
             raise ArtifactError(f"{path / MASKS_FILE} is not a valid safetensors file: {exc}") from exc
     return Checkpoint(model, tokenizer, metadata, masks, source=given)
+
+
+def weights_directory(path: str | Path) -> Path:
+    """The directory that holds checkpoint ``path``'s weights: ``path`` itself, or where its links lead."""
+    return _resolve_link(Path(path))
