@@ -190,11 +190,12 @@ def quantize_model_hessian(
     filter_fn: Callable[[str, torch.Tensor], bool] = default_filter,
     progress: bool = True,
     batch_size: int = 8,
+    embedding_config: NovaqConfig | None = None,
 ) -> dict[str, NovaqTensor]:
     """GPTVQ-style stages 1-2 layer by layer on a working copy of ``model``: the Hessian of each
     decoder linear comes from the calibration inputs as they leave the already-quantized layers
     before it. Chosen weights outside the decoder layers (embeddings, head) are quantized first,
-    without a Hessian. ``model`` itself is untouched."""
+    without a Hessian, with ``embedding_config`` (default: ``config``). ``model`` is untouched."""
     import copy
 
     start = time.perf_counter()
@@ -204,7 +205,7 @@ def quantize_model_hessian(
     prefix = layer_prefix(work)
     for name, param in work.named_parameters():
         if name in chosen and not name.startswith(prefix + "."):
-            out[name] = quantize_tensor(param.detach(), config, name)
+            out[name] = quantize_tensor(param.detach(), embedding_config or config, name)
     apply_quantized(work, out)
 
     def visit(index: int, layer: nn.Module, stats) -> bool:
