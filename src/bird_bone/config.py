@@ -150,8 +150,8 @@ class NovaqParams(Params):
         True, description="GPTVQ: Hessian-weighted k-means and assignment with error feedback (calibration)"
     )
     percdamp: float = Field(0.01, gt=0, le=1, description="Hessian dampening, fraction of mean(diag H)")
-    kmeans_iterations: int = Field(20, ge=1)
-    kmeans_samples: int = Field(65536, ge=0, description="vectors per codebook k-means fits on (0: all)")
+    kmeans_iterations: int = Field(10, ge=1)
+    kmeans_samples: int = Field(16384, ge=0, description="vectors per codebook k-means fits on (0: all)")
     seed: int = 0
     activation_aware: bool = Field(False, description="weight k-means by calibration E[x_j^2] per input column")
     include_embeddings: bool = Field(False, description="also quantize token embeddings / output head")

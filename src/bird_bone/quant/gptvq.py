@@ -100,10 +100,11 @@ def gptvq_quantize(
             a, b = _nearest_pair(sub, metric[i1 + s : i1 + s + d], codes, table)
             q = (gather_codewords(codes.primary, a) + gather_codewords(codes.residual, b)).reshape(rows, d)
             codes1[:, c, :, s // d], codes2[:, c, :, s // d] = a, b
-            for j in range(s, s + d):  # GPTQ eq. 3 column by column, the codeword fixed
-                err = (W1[:, j] - q[:, j - s]) / U1[j, j]
-                W1[:, j:] -= err[:, None] * U1[j, j:][None, :]
-                Err1[:, j] = err
+            # GPTQ's column-by-column update with the d codewords fixed, in one step: W_b - Q = E U_bb
+            E = torch.linalg.solve_triangular(U1[s : s + d, s : s + d], W1[:, s : s + d] - q, upper=True, left=False)
+            W1[:, s + d :] -= E @ U1[s : s + d, s + d :]
+            W1[:, s : s + d] = q
+            Err1[:, s : s + d] = E
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
     return ResidualCodes(
         primary.reshape(gr * gc, k1, d),

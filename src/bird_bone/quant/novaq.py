@@ -39,8 +39,8 @@ class NovaqConfig:
     group_cols: int = 0  # columns of a codebook tile; 0: all columns
     hessian_aware: bool = True  # GPTVQ assignment with error feedback (needs calibration windows)
     percdamp: float = 0.01  # Hessian dampening, fraction of mean(diag H)
-    kmeans_iterations: int = 20
-    kmeans_samples: int = 65536  # vectors per codebook the centroids are fitted on (0: all)
+    kmeans_iterations: int = 10
+    kmeans_samples: int = 16384  # vectors per codebook the centroids are fitted on (0: all)
     activation_aware: bool = False  # weight k-means by E[x_j^2] (needs calibration statistics)
     seed: int = 0
 
