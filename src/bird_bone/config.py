@@ -199,9 +199,14 @@ class NovaqParams(Params):
     codebook_size: int = Field(16, ge=2, le=65536, description="K1, primary codebook entries")
     residual_codebook_size: int = Field(4, ge=1, le=65536, description="K2, residual codebook entries")
     outlier_threshold: float = Field(0.01, ge=0, le=1, description="fraction of rows rescaled (1: all)")
-    group_rows: int = Field(0, ge=0, description="rows per codebook pair; 0: one pair per matrix")
-    kmeans_iterations: int = Field(20, ge=1)
-    kmeans_samples: int = Field(65536, ge=0, description="vectors per codebook k-means fits on (0: all)")
+    group_rows: int = Field(0, ge=0, description="rows of a codebook tile (codebook scope); 0: all rows")
+    group_cols: int = Field(0, ge=0, description="columns of a codebook tile; 0: all columns")
+    hessian_aware: bool = Field(
+        True, description="GPTVQ: Hessian-weighted k-means and assignment with error feedback (calibration)"
+    )
+    percdamp: float = Field(0.01, gt=0, le=1, description="Hessian dampening, fraction of mean(diag H)")
+    kmeans_iterations: int = Field(10, ge=1)
+    kmeans_samples: int = Field(16384, ge=0, description="vectors per codebook k-means fits on (0: all)")
     seed: int = 0
     activation_aware: bool = Field(False, description="weight k-means by calibration E[x_j^2] per input column")
     include_embeddings: bool = Field(False, description="also quantize token embeddings / output head")

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from bird_bone.export.novaq_format import MANIFEST, NOVAQ_SHARD, NovaqFormatError, write_novaq
+from bird_bone.export.novaq_format import FORMAT_VERSION, MANIFEST, NOVAQ_SHARD, NovaqFormatError, write_novaq
 from bird_bone.export.novaq_read import read_novaq, validate_novaq
 from bird_bone.quant.novaq import NovaqConfig, apply_quantized, bit_accounting, quantize_model
 from tests.conftest import make_tiny_llama
@@ -40,7 +40,7 @@ def test_round_trip_gives_identical_logits(novaq_dir):
         got, want = model(input_ids=ids).logits, expected(input_ids=ids).logits
     # the file stores the non-quantized tensors (norms, embeddings) in float16
     assert torch.allclose(got, want, atol=5e-3)
-    assert manifest["format"] == "novaq" and manifest["format_version"] == 1
+    assert manifest["format"] == "novaq" and manifest["format_version"] == FORMAT_VERSION
     assert manifest["novaq"]["codebook_size"] == 8
     entry = manifest["tensors"]["model.layers.0.mlp.down_proj.weight"]
     assert entry["encoding"] == "novaq-rvq2" and entry["index_bits"] == [3, 2]
@@ -129,3 +129,42 @@ def test_activation_aware_tensors_round_trip(tmp_path, tiny_tokenizer):
     rebuilt, _, _ = read_novaq(tmp_path / "aw")
     params = dict(rebuilt.named_parameters())
     assert torch.allclose(params[names[0]], quantized[names[0]].decode(), atol=1e-6)
+
+
+def test_tiled_hessian_aware_tensors_round_trip(tmp_path, tiny_tokenizer):
+    from bird_bone.quant.novaq import quantize_model_hessian
+
+    model = make_tiny_llama(len(tiny_tokenizer), layers=1)
+    config = NovaqConfig(codebook_size=8, residual_codebook_size=2, group_rows=16, group_cols=32, kmeans_iterations=3)
+    quantized = quantize_model_hessian(model, config, torch.randint(0, 300, (2, 16)), progress=False)
+    write_novaq(tmp_path / "tiled", model, tiny_tokenizer, quantized, config.to_dict())
+    manifest = json.loads((tmp_path / "tiled" / MANIFEST).read_text())
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert manifest["tensors"][name]["tile"] == [16, 32]
+    assert manifest["tensors"][name]["groups"] == quantized[name].primary.shape[0] > 1
+    rebuilt, _, _ = read_novaq(tmp_path / "tiled")
+    assert torch.allclose(dict(rebuilt.named_parameters())[name], quantized[name].decode(), atol=1e-6)
+    assert validate_novaq(tmp_path / "tiled")["max_logit_difference"] == 0.0
+
+
+def test_version_1_manifest_without_tiles_still_reads(novaq_dir):
+    path, expected, tok = novaq_dir
+
+    def as_version_1(manifest):
+        manifest["format_version"] = 1
+        for entry in manifest["tensors"].values():
+            entry.pop("tile", None)
+
+    _edit_manifest(path, as_version_1)
+    model, _, _ = read_novaq(path)
+    ids = torch.tensor([tok("The cat sat")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, expected(input_ids=ids).logits, atol=5e-3)
+
+
+def test_tile_that_does_not_divide_the_shape_is_rejected(novaq_dir):
+    path = novaq_dir[0]
+    name = "model.layers.0.mlp.down_proj.weight"
+    _edit_manifest(path, lambda m: m["tensors"][name].__setitem__("tile", [3, 5]))
+    with pytest.raises(NovaqFormatError, match="tile"):
+        read_novaq(path)

@@ -36,3 +36,17 @@ def test_shipped_parameters_file_validates():
 def test_bad_values_name_the_parameter(values, message):
     with pytest.raises(ParameterError, match=message):
         NovaqParams.model_validate(values)
+
+
+def test_tile_and_hessian_parameters_reach_the_quantizer_config():
+    config = novaq_config(NovaqParams(group_rows=32, group_cols=64, hessian_aware=False, percdamp=0.05))
+    assert (config.group_rows, config.group_cols, config.hessian_aware, config.percdamp) == (32, 64, False, 0.05)
+    assert NovaqParams().hessian_aware  # GPTVQ-style assignment is the default
+
+
+def test_hessian_aware_compression_needs_calibration_windows():
+    from bird_bone.quant.run import compress
+    from tests.conftest import make_tiny_llama
+
+    with pytest.raises(ValueError, match="hessian_aware needs calibration"):
+        compress(make_tiny_llama(300, layers=1), NovaqParams(), calibration=None, progress=False)

@@ -40,12 +40,21 @@ def _add_compress_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--codebook-size", type=int, help="K1, primary codebook entries (default 16)")
     g.add_argument("--residual-codebook-size", type=int, help="K2, residual codebook entries (default 4)")
     g.add_argument("--outlier-threshold", type=float, help="fraction of rows rescaled (default 0.01)")
-    g.add_argument("--group-rows", type=int, help="rows sharing one codebook pair (0: one per matrix)")
+    g.add_argument("--group-rows", type=int, help="rows of a codebook tile (0: all rows)")
+    g.add_argument("--group-cols", type=int, help="columns of a codebook tile (0: all columns)")
+    g.add_argument(
+        "--hessian-aware",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="GPTVQ assignment with error feedback from calibration text (default on)",
+    )
     g.add_argument("--activation-aware", action="store_true", default=None, help="weight k-means by E[x^2]")
     g.add_argument("--include-embeddings", action="store_true", default=None, help="quantize embeddings/head too")
     g.add_argument("--teacher-model", help="model spec of the refinement teacher (default: the original)")
     g.add_argument("--refine-steps", type=int, help="refinement iterations (0: no refinement; default 50)")
-    g.add_argument("--calibration-text", default="embedded", help="text file for refinement (default: embedded)")
+    g.add_argument(
+        "--calibration-text", default="embedded", help="calibration text (Hessians, refinement; default: embedded)"
+    )
     p.add_argument("--config", type=Path, help="YAML file of NOVAQ parameters (keys of novaq: in parameters_novaq.yml)")
     p.add_argument("--output", "-o", type=Path, help="NOVAQ directory to write (default: ./<model>.novaq)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -26,7 +26,7 @@ def load_params(config: Path | None, args: argparse.Namespace) -> NovaqParams:
             raise BirdBoneError(f"{config}: expected a mapping of NOVAQ parameters")
         values = dict(loaded.get("novaq", loaded))
     for flag in ("subspaces", "codebook_size", "residual_codebook_size", "outlier_threshold", "group_rows",
-                 "teacher_model", "include_embeddings", "activation_aware"):  # fmt: skip
+                 "group_cols", "hessian_aware", "teacher_model", "include_embeddings", "activation_aware"):  # fmt: skip
         if getattr(args, flag, None) is not None:
             values[flag] = getattr(args, flag)
     if getattr(args, "refine_steps", None) is not None:
@@ -68,7 +68,7 @@ def compress_command(args: argparse.Namespace) -> int:
     model, tokenizer, provenance = load_model(spec, cache_dir=cache_dir() / "models")
     teacher = load_model(params.teacher_model, cache_dir=cache_dir() / "models").model if params.teacher_model else None
     calibration = None
-    if params.activation_aware or (params.refine.enabled and params.refine.max_iterations):
+    if params.hessian_aware or params.activation_aware or (params.refine.enabled and params.refine.max_iterations):
         text, _ = load_text(args.calibration_text)
         tokens = tokenize_text(tokenizer, text)
         r = params.refine

@@ -27,7 +27,8 @@ from bird_bone.quant.novaq import NovaqTensor
 
 log = logging.getLogger(__name__)
 FORMAT = "novaq"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: codebook tiles of tile_rows x tile_cols weights (1: row groups only)
+SUPPORTED_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 NOVAQ_SHARD = "shards/novaq-00000.safetensors"
 DENSE_SHARD = "shards/dense-00000.safetensors"
@@ -60,6 +61,7 @@ def encode_tensor(name: str, q: NovaqTensor) -> tuple[dict, dict[str, torch.Tens
         "shape": list(q.shape),
         "shard": NOVAQ_SHARD,
         "groups": q.primary.shape[0],
+        "tile": list(q.tile),
         "vectors_per_group": q.codes1.shape[1],
         "subspaces": q.primary.shape[2],
         "codebook_shapes": [list(q.primary.shape), list(q.residual.shape)],
@@ -76,10 +78,19 @@ def decode_tensor(name: str, entry: dict, shard: dict[str, torch.Tensor]) -> tor
     try:
         rows, cols = entry["shape"]
         groups, n = entry["groups"], entry["vectors_per_group"]
+        tile_rows, tile_cols = entry.get("tile") or (rows // max(groups, 1), cols)  # version 1: row groups
         b1, b2 = entry["index_bits"]
         primary, residual = shard[f"{name}.primary"].float(), shard[f"{name}.residual"].float()
         if groups * n * primary.shape[2] != rows * cols or primary.shape[0] != groups:
             raise NovaqFormatError(f"tensor {name}: shape {entry['shape']} disagrees with its codebooks")
+        if (
+            tile_rows < 1
+            or tile_cols < 1
+            or rows % tile_rows
+            or cols % tile_cols
+            or tile_rows * tile_cols != n * primary.shape[2]
+        ):
+            raise NovaqFormatError(f"tensor {name}: tile {[tile_rows, tile_cols]} does not tile shape {entry['shape']}")
         codes1 = unpack_bits(shard[f"{name}.codes1"], b1, groups * n).view(groups, n)
         codes2 = unpack_bits(shard[f"{name}.codes2"], b2, groups * n).view(groups, n)
         if int(codes1.max()) >= primary.shape[1] or int(codes2.max()) >= residual.shape[1]:
@@ -87,7 +98,17 @@ def decode_tensor(name: str, entry: dict, shard: dict[str, torch.Tensor]) -> tor
         mean, outliers = shard[f"{name}.mean"].float(), shard[f"{name}.outliers"].long()
         column_scale = shard[f"{name}.column_scale"].float() if entry.get("column_scale") else None
         q = NovaqTensor(
-            (rows, cols), primary, residual, codes1, codes2, mean, torch.ones(rows), outliers, None, column_scale
+            (rows, cols),
+            primary,
+            residual,
+            codes1,
+            codes2,
+            mean,
+            torch.ones(rows),
+            outliers,
+            None,
+            column_scale,
+            (tile_rows, tile_cols),
         )
         q.outlier_scale.data = shard[f"{name}.outlier_scale"].float()
         return q.decode().detach()

@@ -20,8 +20,8 @@ from torch import nn
 
 from bird_bone.export.novaq_format import (
     FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
+    SUPPORTED_VERSIONS,
     NovaqFormatError,
     decode_tensor,
     reference_logits,
@@ -43,10 +43,10 @@ def load_manifest(path: str | Path) -> tuple[Path, dict]:
         raise NovaqFormatError(f"{manifest_path} is not valid JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise NovaqFormatError(f"{manifest_path}: field 'format' must be '{FORMAT}'")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in SUPPORTED_VERSIONS:
         raise NovaqFormatError(
             f"{manifest_path}: format_version {manifest.get('format_version')!r} is not supported "
-            f"(this reader handles {FORMAT_VERSION})"
+            f"(this reader handles {', '.join(map(str, SUPPORTED_VERSIONS))})"
         )
     for field in ("model", "tensors", "files"):
         if not isinstance(manifest.get(field), dict):

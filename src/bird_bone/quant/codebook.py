@@ -16,71 +16,94 @@ import torch
 _CHUNK = 1 << 16  # vectors per distance block: bounds memory at chunk * K floats per group
 
 
-def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest centroid: x [G, N, d], centroids [G, K, d] -> [G, N] int64."""
-    c_sq = (centroids * centroids).sum(-1)  # [G, K]
+def assign(x: torch.Tensor, centroids: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of the nearest centroid: x [G, N, d], centroids [G, K, d] -> [G, N] int64.
+
+    With ``weights`` [G, N, d] (> 0) the distance is sum_j w_j (x_j - c_j)^2 (a diagonal metric)."""
     out = torch.empty(x.shape[:2], dtype=torch.long)
+    c_t = centroids.transpose(1, 2)
+    if weights is None:
+        c_sq = (centroids * centroids).sum(-1)  # [G, K]
     for start in range(0, x.shape[1], _CHUNK):
         block = x[:, start : start + _CHUNK]
-        dist = torch.baddbmm(c_sq[:, None, :], block, centroids.transpose(1, 2), alpha=-2.0)
+        if weights is None:
+            dist = torch.baddbmm(c_sq[:, None, :], block, c_t, alpha=-2.0)
+        else:  # sum w c^2 - 2 sum w x c (sum w x^2 is constant per vector)
+            w = weights[:, start : start + _CHUNK]
+            dist = torch.baddbmm(torch.bmm(w, c_t * c_t), w * block, c_t, alpha=-2.0)
         out[:, start : start + _CHUNK] = dist.argmin(-1)
     return out
 
 
 def kmeans(
-    x: torch.Tensor, k: int, iterations: int = 20, seed: int = 0, max_samples: int = 0
+    x: torch.Tensor,
+    k: int,
+    iterations: int = 20,
+    seed: int = 0,
+    max_samples: int = 0,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on G independent sets: x [G, N, d] -> (centroids [G, k, d], codes [G, N]).
 
     Initialised by k-means++ (seeded, Arthur & Vassilvitskii 2007); an empty cluster is re-seeded
     with the point currently worst served, so no codeword is wasted. With ``max_samples`` > 0 the
     centroids are fitted on that many random vectors per set, then every vector is assigned.
+    ``weights`` [G, N, d] (> 0): weighted k-means under the metric sum_j w_j (x_j - c_j)^2, e.g.
+    GPTVQ's Hessian-diagonal weights (sec. 3.2).
     """
     full = x.detach().float()
+    w = None if weights is None else weights.detach().float().expand_as(full).contiguous()
     groups, n, d = full.shape
     if k < 1 or n < 1:
         raise ValueError(f"kmeans needs k >= 1 and at least one vector, got k={k}, n={n}")
     gen = torch.Generator().manual_seed(seed)
     if 0 < max_samples < n:
         sample = torch.randperm(n, generator=gen)[:max_samples]
-        centroids, _ = _lloyd(full[:, sample], k, iterations, gen)
-        return centroids, assign(full, centroids)
-    return _lloyd(full, k, iterations, gen)
+        centroids, _ = _lloyd(full[:, sample], k, iterations, gen, None if w is None else w[:, sample])
+        return centroids, assign(full, centroids, w)
+    return _lloyd(full, k, iterations, gen, w)
 
 
-def kmeans_plus_plus(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+def kmeans_plus_plus(
+    x: torch.Tensor, k: int, gen: torch.Generator, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """k-means++ seeding for each set at once: each new centre drawn with probability ~ D(x)^2."""
     groups, n, d = x.shape
     rows = torch.arange(groups)
+    w = torch.ones_like(x) if weights is None else weights
     first = torch.randint(0, n, (groups,), generator=gen)
     centroids = torch.empty(groups, k, d)
     centroids[:, 0] = x[rows, first]
-    nearest = (x - centroids[:, :1]).pow(2).sum(-1)  # [G, N]
+    nearest = ((x - centroids[:, :1]).pow(2) * w).sum(-1)  # [G, N]
     for j in range(1, k):
-        weights = nearest.clamp_min(0) + 1e-30
-        pick = torch.multinomial(weights, 1, generator=gen)[:, 0]
+        pick = torch.multinomial(nearest.clamp_min(0) + 1e-30, 1, generator=gen)[:, 0]
         centroids[:, j] = x[rows, pick]
-        nearest = torch.minimum(nearest, (x - centroids[:, j : j + 1]).pow(2).sum(-1))
+        nearest = torch.minimum(nearest, ((x - centroids[:, j : j + 1]).pow(2) * w).sum(-1))
     return centroids
 
 
-def _lloyd(x: torch.Tensor, k: int, iterations: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _lloyd(
+    x: torch.Tensor, k: int, iterations: int, gen: torch.Generator, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     groups, n, d = x.shape
-    centroids = kmeans_plus_plus(x, k, gen)
-    codes = assign(x, centroids)
+    w = torch.ones_like(x) if weights is None else weights
+    centroids = kmeans_plus_plus(x, k, gen, weights)
+    codes = assign(x, centroids, weights)
     for _ in range(iterations):
-        sums = torch.zeros(groups, k, d).scatter_add_(1, codes[..., None].expand(-1, -1, d), x)
+        index = codes[..., None].expand(-1, -1, d)
+        sums = torch.zeros(groups, k, d).scatter_add_(1, index, w * x)  # weighted mean per dimension
+        mass = torch.zeros(groups, k, d).scatter_add_(1, index, w)
         counts = torch.zeros(groups, k).scatter_add_(1, codes, torch.ones(groups, n))
-        new = sums / counts.clamp_min(1)[..., None]
+        new = sums / mass.clamp_min(1e-30)
         empty = counts == 0
         if empty.any():
-            err = (x - torch.gather(centroids, 1, codes[..., None].expand(-1, -1, d))).pow(2).sum(-1)
+            err = ((x - torch.gather(centroids, 1, index)).pow(2) * w).sum(-1)
             for g, j in empty.nonzero().tolist():
                 worst = int(err[g].argmax())
                 new[g, j] = x[g, worst]
                 err[g, worst] = -1.0
         centroids = new
-        new_codes = assign(x, centroids)
+        new_codes = assign(x, centroids, weights)
         if torch.equal(new_codes, codes):
             break
         codes = new_codes
@@ -109,12 +132,18 @@ def gather_codewords(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tenso
 
 
 def residual_quantize(
-    x: torch.Tensor, k1: int, k2: int, iterations: int = 20, seed: int = 0, max_samples: int = 0
+    x: torch.Tensor,
+    k1: int,
+    k2: int,
+    iterations: int = 20,
+    seed: int = 0,
+    max_samples: int = 0,
+    weights: torch.Tensor | None = None,
 ) -> ResidualCodes:
     """Additive/residual product quantization (NOVAQ eq. 2): k-means on x, then on x - c1."""
-    primary, codes1 = kmeans(x, k1, iterations, seed, max_samples)
+    primary, codes1 = kmeans(x, k1, iterations, seed, max_samples, weights)
     residual_vectors = x - gather_codewords(primary, codes1)
-    residual, codes2 = kmeans(residual_vectors, k2, iterations, seed + 1, max_samples)
+    residual, codes2 = kmeans(residual_vectors, k2, iterations, seed + 1, max_samples, weights)
     return ResidualCodes(primary, residual, codes1, codes2)
 
 

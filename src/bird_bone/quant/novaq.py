@@ -18,7 +18,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bird_bone.quant.codebook import gather_codewords, index_bits, residual_quantize
+from bird_bone.calibration.sequential import run_sequential
+from bird_bone.models.adapters import layer_prefix, linear_modules
+from bird_bone.quant.codebook import gather_codewords, index_bits
+from bird_bone.quant.gptvq import from_tiles, gptvq_quantize
 from bird_bone.quant.normalize import normalize
 
 log = logging.getLogger(__name__)
@@ -32,9 +35,12 @@ class NovaqConfig:
     codebook_size: int = 16  # K1
     residual_codebook_size: int = 4  # K2
     outlier_threshold: float = 0.01  # fraction of rows treated as outliers (1.0: scale every row)
-    group_rows: int = 0  # rows sharing one codebook pair; 0: one pair per weight matrix
-    kmeans_iterations: int = 20
-    kmeans_samples: int = 65536  # vectors per codebook the centroids are fitted on (0: all)
+    group_rows: int = 0  # rows of a codebook tile (codebook scope); 0: all rows
+    group_cols: int = 0  # columns of a codebook tile; 0: all columns
+    hessian_aware: bool = True  # GPTVQ assignment with error feedback (needs calibration windows)
+    percdamp: float = 0.01  # Hessian dampening, fraction of mean(diag H)
+    kmeans_iterations: int = 10
+    kmeans_samples: int = 16384  # vectors per codebook the centroids are fitted on (0: all)
     activation_aware: bool = False  # weight k-means by E[x_j^2] (needs calibration statistics)
     seed: int = 0
 
@@ -49,9 +55,12 @@ class NovaqConfig:
 class NovaqTensor(nn.Module):
     """One quantized [rows, cols] matrix: w = mu + s * (C1[i1] + C2[i2]) (NOVAQ eq. 1-2)."""
 
-    def __init__(self, shape, primary, residual, codes1, codes2, mean, scale, outliers, config, column_scale=None):
+    def __init__(
+        self, shape, primary, residual, codes1, codes2, mean, scale, outliers, config, column_scale=None, tile=None
+    ):
         super().__init__()
         self.shape = tuple(shape)
+        self.tile = tuple(tile) if tile else (shape[0] // primary.shape[0], shape[1])  # (tile rows, tile cols)
         self.config = config
         self.primary = nn.Parameter(primary.float())  # [G, K1, d]
         self.residual = nn.Parameter(residual.float())  # [G, K2, d]
@@ -66,7 +75,7 @@ class NovaqTensor(nn.Module):
         """The dense weight, differentiable in codebooks, means and outlier scales."""
         rows, cols = self.shape
         normalized = gather_codewords(self.primary, self.codes1) + gather_codewords(self.residual, self.codes2)
-        normalized = normalized.reshape(rows, cols)
+        normalized = from_tiles(normalized, rows, cols, *self.tile)
         if self.column_scale is not None:  # activation-aware: undo w * t_j
             normalized = normalized / self.column_scale[None, :]
         scale = torch.ones(rows, dtype=normalized.dtype).index_put((self.outliers,), self.outlier_scale)
@@ -98,12 +107,17 @@ class NovaqTensor(nn.Module):
         return self.shape[0] * self.shape[1]
 
 
-def check_shape(name: str, shape: tuple[int, int], config: NovaqConfig) -> None:
+def tile_shape(name: str, shape: tuple[int, int], config: NovaqConfig) -> tuple[int, int]:
+    """(tile rows, tile cols) of the codebook scope for a matrix, after checking they divide it."""
     rows, cols = shape
-    if cols % config.subspaces:
-        raise ValueError(f"{name}: {cols} columns are not a multiple of subspaces={config.subspaces}")
-    if config.group_rows and rows % config.group_rows:
+    tile = (config.group_rows or rows, config.group_cols or cols)
+    if cols % config.subspaces or tile[1] % config.subspaces:
+        raise ValueError(f"{name}: {tile[1]} columns per tile are not a multiple of subspaces={config.subspaces}")
+    if rows % tile[0]:
         raise ValueError(f"{name}: {rows} rows are not a multiple of group_rows={config.group_rows}")
+    if cols % tile[1]:
+        raise ValueError(f"{name}: {cols} columns are not a multiple of group_cols={config.group_cols}")
+    return tile
 
 
 def column_scales(energy: torch.Tensor) -> torch.Tensor:
@@ -113,29 +127,28 @@ def column_scales(energy: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_tensor(
-    weight: torch.Tensor, config: NovaqConfig, name: str = "weight", energy: torch.Tensor | None = None
+    weight: torch.Tensor,
+    config: NovaqConfig,
+    name: str = "weight",
+    energy: torch.Tensor | None = None,
+    hessian: torch.Tensor | None = None,
 ) -> NovaqTensor:
-    """Stages 1-2 on one matrix; codebooks are per ``group_rows`` rows (or per matrix). With
-    ``energy`` (E[x_j^2] per input column) the k-means error is weighted by it."""
+    """Stages 1-2 on one matrix, one codebook pair per ``group_rows`` x ``group_cols`` tile. With
+    ``hessian`` (of the layer's inputs) GPTVQ assignment with error feedback; with ``energy``
+    (E[x_j^2] per input column, no Hessian) the k-means error is weighted by it."""
     rows, cols = weight.shape
-    check_shape(name, (rows, cols), config)
+    tile = tile_shape(name, (rows, cols), config)
     normalized, norm = normalize(weight, config.outlier_threshold)
-    t = column_scales(energy) if energy is not None else None
+    t = column_scales(energy) if energy is not None and hessian is None else None
     if t is not None:
         normalized = normalized * t[None, :]
-    groups = rows // config.group_rows if config.group_rows else 1
-    vectors = normalized.reshape(groups, -1, config.subspaces)
-    codes = residual_quantize(
-        vectors,
-        config.codebook_size,
-        config.residual_codebook_size,
-        config.kmeans_iterations,
-        config.seed,
-        config.kmeans_samples,
-    )
+    codes = gptvq_quantize(
+        normalized, hessian, config.codebook_size, config.residual_codebook_size, config.subspaces, *tile,
+        config.kmeans_iterations, config.seed, config.kmeans_samples, config.percdamp,
+    )  # fmt: skip
     q = NovaqTensor(
         (rows, cols), codes.primary, codes.residual, codes.codes1, codes.codes2,
-        norm.mean, norm.scale, norm.outliers, config, t,
+        norm.mean, norm.scale, norm.outliers, config, t, tile,
     )  # fmt: skip
     q.round_to_storage()
     return q
@@ -167,6 +180,45 @@ def quantize_model(
         energy = (energies or {}).get(name) if config.activation_aware else None
         out[name] = quantize_tensor(param.detach(), config, name, energy)
     log.info("NOVAQ stages 1-2: %d tensors in %.1f s", len(out), time.perf_counter() - start)
+    return out
+
+
+def quantize_model_hessian(
+    model: nn.Module,
+    config: NovaqConfig,
+    calibration: torch.Tensor,
+    filter_fn: Callable[[str, torch.Tensor], bool] = default_filter,
+    progress: bool = True,
+    batch_size: int = 8,
+    embedding_config: NovaqConfig | None = None,
+) -> dict[str, NovaqTensor]:
+    """GPTVQ-style stages 1-2 layer by layer on a working copy of ``model``: the Hessian of each
+    decoder linear comes from the calibration inputs as they leave the already-quantized layers
+    before it. Chosen weights outside the decoder layers (embeddings, head) are quantized first,
+    without a Hessian, with ``embedding_config`` (default: ``config``). ``model`` is untouched."""
+    import copy
+
+    start = time.perf_counter()
+    work = copy.deepcopy(model)
+    chosen = {n for n, p in model.named_parameters() if filter_fn(n, p)}
+    out: dict[str, NovaqTensor] = {}
+    prefix = layer_prefix(work)
+    for name, param in work.named_parameters():
+        if name in chosen and not name.startswith(prefix + "."):
+            out[name] = quantize_tensor(param.detach(), embedding_config or config, name)
+    apply_quantized(work, out)
+
+    def visit(index: int, layer: nn.Module, stats) -> bool:
+        for local, module in linear_modules(layer).items():
+            name = f"{prefix}.{index}.{local}.weight"
+            if name in chosen:
+                out[name] = quantize_tensor(module.weight.detach(), config, name, hessian=stats[local].hessian)
+                module.weight.data.copy_(out[name].decode().to(module.weight.dtype))
+        return True
+
+    run_sequential(work, calibration, visit, batch_size=batch_size, gram=True, progress=progress)
+    del work
+    log.info("NOVAQ stages 1-2 (Hessian-aware): %d tensors in %.1f s", len(out), time.perf_counter() - start)
     return out
 
 

@@ -21,6 +21,7 @@ from bird_bone.quant.novaq import (
     bit_accounting,
     default_filter,
     quantize_model,
+    quantize_model_hessian,
     with_embeddings,
 )
 from bird_bone.quant.refine import RefineConfig, refine
@@ -41,6 +42,9 @@ def novaq_config(params: NovaqParams) -> NovaqConfig:
         residual_codebook_size=params.residual_codebook_size,
         outlier_threshold=params.outlier_threshold,
         group_rows=params.group_rows,
+        group_cols=params.group_cols,
+        hessian_aware=params.hessian_aware,
+        percdamp=params.percdamp,
         kmeans_iterations=params.kmeans_iterations,
         kmeans_samples=params.kmeans_samples,
         seed=params.seed,
@@ -79,7 +83,12 @@ def compress(
             raise ValueError("novaq.activation_aware needs calibration windows")
         names = [n for n, p in model.named_parameters() if filter_fn(n, p)]
         energies = input_second_moments(model, calibration, names, progress=progress)
-    quantized = quantize_model(model, config, filter_fn, progress=progress, energies=energies)
+    if params.hessian_aware:
+        if calibration is None:
+            raise ValueError("novaq.hessian_aware needs calibration windows")
+        quantized = quantize_model_hessian(model, config, calibration, filter_fn, progress=progress)
+    else:
+        quantized = quantize_model(model, config, filter_fn, progress=progress, energies=energies)
     report: dict = {"novaq": params.model_dump(), "quantize_seconds": time.perf_counter() - start}
     report["index_bits_per_weight"] = config.index_bits_per_weight
     report["before_refinement"] = bit_accounting(model, quantized)
