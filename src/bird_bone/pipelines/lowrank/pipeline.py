@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:eval",
                 ],
                 ["compressed_model", "lowrank.report"],
-                name="lowrank.low_rank_merge",
+                name="low_rank_merge",
                 namespace="lowrank",
             )
         ]
