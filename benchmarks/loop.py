@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/loop.py heal --steps 200 --curve-every 25     # micro-heal at Wanda 50 %
     .venv/bin/python benchmarks/loop.py waves --target 0.7 --waves 4          # the loop with stop-loss
+    .venv/bin/python benchmarks/loop.py lowrank --modules o_proj --energies 0.9 0.95   # low-rank stage
 
 ``heal``: Wanda 50 % one-shot, then one QLoRA micro-heal of ``--steps`` steps; prints perplexity
 against heal steps (the adapter merged through the masks on a copy every ``--curve-every`` steps)
@@ -155,6 +156,34 @@ def bench_waves(args) -> None:
     print(f"\npeak RSS {peak_mib():.0f} MiB")
 
 
+def bench_lowrank(args) -> None:
+    from bird_bone.calibration.activations import log_activations
+    from bird_bone.eval.perplexity import perplexity
+    from bird_bone.eval.speed import parameter_count
+    from bird_bone.lowrank.svd import factorize_linears
+    from bird_bone.models.adapters import prunable_linears
+
+    loaded, calibration, evaluation = setup(args.eval_windows)
+    model = loaded.model
+    stats = log_activations(model, calibration[:8], 4, False, 2, 16, 0)
+    before = parameter_count(model)["parameters"]
+    dense = perplexity(model, evaluation, 4, progress=False).perplexity
+    print(f"dense: {before:,} parameters, perplexity {dense:.3f} ({args.eval_windows} x 512 windows)\n")
+    print("| projections | energy | activation-aware | replaced | parameters | change | perplexity | change |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for energy in args.energies:
+        for aware in (False, True):
+            m = copy.deepcopy(model)
+            names = [n for n in prunable_linears(m) if n.rsplit(".", 1)[-1] in args.modules]
+            scales = {n: stats[f"{n}.input_sq_norms"].sqrt() for n in names} if aware else None
+            report = factorize_linears(m, names, energy, scales)
+            after = parameter_count(m)["parameters"]
+            ppl = perplexity(m, evaluation, 4, progress=False).perplexity
+            replaced = sum(r["replaced"] for r in report.values())
+            print(f"| {','.join(args.modules)} | {energy} | {aware} | {replaced}/{len(names)} | {after:,} | "
+                  f"{after / before - 1:+.2%} | {ppl:.3f} | {ppl / dense - 1:+.2%} |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -174,12 +203,15 @@ def main() -> None:
     waves.add_argument("--steps", type=int, default=60)
     waves.add_argument("--max-increase", type=float, default=0.03)
     waves.add_argument("--patience", type=int, default=2)
-    for p in (heal, waves):
+    lowrank = sub.add_parser("lowrank")
+    lowrank.add_argument("--modules", nargs="+", default=["o_proj"])
+    lowrank.add_argument("--energies", nargs="+", type=float, default=[0.9, 0.95])
+    for p in (heal, waves, lowrank):
         p.add_argument("--eval-windows", type=int, default=32)
         p.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    bench_heal(args) if args.what == "heal" else bench_waves(args)
+    {"heal": bench_heal, "waves": bench_waves, "lowrank": bench_lowrank}[args.what](args)
 
 
 if __name__ == "__main__":
