@@ -11,8 +11,8 @@ without and with teacher-guided refinement (indices fixed). Bits per weight coun
 means, scales and outlier metadata; "whole model" adds every other parameter at float16 (embeddings
 tied, counted once) or their own NOVAQ codes when a configuration quantizes them.
 The embedded model is SmolLM2-135M-Instruct stored as 4-bit Q4_1 GGUF, dequantized to float32.
-llama.cpp rows: printed by ``bird_bone.eval.llamacpp.benchmark_rows`` when that module exists
-(``--llamacpp``); this script only calls it.
+llama.cpp rows (``--llamacpp``): Q2_K and IQ2_XXS through llama.cpp's quantizer with the importance matrix
+of the calibration windows, perplexity computed in llama.cpp on the same evaluation windows.
 """
 
 from __future__ import annotations
@@ -45,13 +45,34 @@ CONFIGS = {  # name -> (decoder-layer config, which weights, config of embedding
 }
 
 
-def llamacpp_rows(model, tokenizer, test, calibration) -> list[str]:
-    """Hook for the llama.cpp peer rows (GGUF export helper); a note when the module is absent."""
-    try:
-        from bird_bone.eval import llamacpp
-    except ImportError:
-        return ["<!-- llama.cpp rows: bird_bone.eval.llamacpp is not in this checkout -->"]
-    return list(llamacpp.benchmark_rows(model, tokenizer, test, calibration))
+def llamacpp_rows(model, tokenizer, test, calibration, types=("Q2_K", "IQ2_XXS")) -> list[str]:
+    """The llama.cpp peer rows: GGUF exports quantized by llama.cpp's own quantizer with the importance
+    matrix of ``calibration``, perplexity computed in llama.cpp on the same ``test`` windows."""
+    import tempfile
+
+    from bird_bone.calibration.statistics import collect_input_statistics
+    from bird_bone.eval.llamacpp import llama_perplexity
+    from bird_bone.export.imatrix import importance_matrix
+    from bird_bone.export.llamacpp_quantize import export_gguf
+    from bird_bone.models.adapters import prunable_linears
+
+    with torch.inference_mode(), collect_input_statistics(prunable_linears(model)) as stats:
+        for batch in calibration.split(4):
+            model(input_ids=batch, use_cache=False)
+    sq = {f"{name}.input_sq_norms": s.sq_norms.clone() for name, s in stats.items()}
+    imatrix = importance_matrix(sq, model, tokens=calibration.numel())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="novaq-llamacpp-") as tmp:
+        for type in types:
+            start = time.perf_counter()
+            result = export_gguf(model, tokenizer, Path(tmp) / f"{type}.gguf", type, imatrix)
+            seconds = time.perf_counter() - start
+            ppl = llama_perplexity(result.path, test).perplexity
+            rows.append(
+                f"| llama.cpp {type} + imatrix (whole file; K/I-quants fall back on 576-wide rows) | - | "
+                f"{result.bits_per_weight:.3f} | {16 / result.bits_per_weight:.2f}x | {ppl:.2f} | {seconds:.0f} | - |"
+            )
+    return rows
 
 
 def row(name, acc, ppl, seconds, refine_s=None) -> str:
