@@ -12,26 +12,13 @@ from bird_bone.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bird_bone.io.tensors import load_tensors
 from tests.conftest import TINY_TEXT
 from tests.pipelines.conftest import run_session
+from tests.pipelines.test_prune_pipeline import tiny_params
 
 
 def loop_params(project, waves=2, **extra):
-    params = {
-        "model": {"source": str(project / "tiny")},
-        "data": {
-            "evaluation": {"source": str(project / "text.txt"), "fallback": None},
-            "calibration": {
-                "source": str(project / "text.txt"),
-                "fallback": None,
-                "windows": 4,
-                "window_length": 16,
-                "batch_size": 2,
-            },
-        },
-        "eval": {"windows": 2, "window_length": 16, "tasks": []},
-        "prune": {"method": "wanda", "target_sparsity": 0.6, "waves": waves},
-        "heal": {"steps": 3, "window_length": 8, "batch_size": 2, "learning_rate": 1e-3},
-        "regrow": {"windows": 2, "epsilon": 0.0, "max_fraction": 0.1},
-    }
+    params = tiny_params(project, method="wanda", target_sparsity=0.6, waves=waves)
+    params["heal"] = {"steps": 3, "window_length": 8, "batch_size": 2, "learning_rate": 1e-3}
+    params["regrow"] = {"windows": 2, "epsilon": 0.0, "max_fraction": 0.1}
     for key, value in extra.items():
         params[key] = {**params.get(key, {}), **value}
     return params

@@ -26,25 +26,6 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | os.PathLike, mode: str = "wb") -> Iterator:
-    """Open a temporary sibling of ``target`` for writing; rename it onto ``target`` on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path for a writer that opens files itself (GGUFWriter, llama.cpp);
     renamed onto ``target`` once the block succeeds, deleted otherwise."""
@@ -62,6 +43,13 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary sibling of ``target`` for writing; rename it onto ``target`` on success."""
+    with atomic_path(target) as tmp, open(tmp, mode) as handle:
+        yield handle
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
