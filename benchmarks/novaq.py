@@ -7,9 +7,11 @@ Protocol: WikiText-2 raw test tokenized once (no BOS), first N non-overlapping w
 Calibration: random windows of wikitext2-valid-tokenized, seed 0: N x 512 for the layer Hessians of the
 GPTVQ-style stage 2 (inputs of layer i+1 from the quantized layer i), N x ``--refine-window-length``
 for refinement. Rows: dense, round-to-nearest (group-wise, same run), then each NOVAQ configuration
-without and with teacher-guided refinement (indices fixed). Bits per weight count indices, codebooks,
-means, scales and outlier metadata; "whole model" adds every other parameter at float16 (embeddings
-tied, counted once) or their own NOVAQ codes when a configuration quantizes them.
+(codebook tiles of 192 columns, every row with its own float16 scale, GPTVQ codebook update) without
+and with teacher-guided refinement (indices fixed; codebooks, row means and scales tuned, lr 1e-3).
+Bits per weight count indices, codebooks, means, scales and outlier metadata; "whole model" adds every
+other parameter at float16 (embeddings tied, counted once) or their own NOVAQ codes when a configuration
+quantizes them.
 The embedded model is SmolLM2-135M-Instruct stored as 4-bit Q4_1 GGUF, dequantized to float32.
 llama.cpp rows (``--llamacpp``): Q2_K and IQ2_XXS through llama.cpp's quantizer with the importance matrix
 of the calibration windows, perplexity computed in llama.cpp on the same evaluation windows.
@@ -35,13 +37,15 @@ from bird_bone.quant.refine import RefineConfig, refine
 from bird_bone.quant.rtn import rtn_bits_per_weight, rtn_quantize_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TILE = {"group_cols": 192}  # codebook per 192 columns x all rows (576 and 1536 are multiples of 192)
+TILE = {"group_cols": 192, "outlier_threshold": 1.0}  # codebook per 192 columns x all rows; every row scaled
 EMB_3BIT = NovaqConfig(codebook_size=256, residual_codebook_size=16, group_cols=192, hessian_aware=False)
+EMB_4BIT = NovaqConfig(codebook_size=256, residual_codebook_size=256, group_cols=192, hessian_aware=False)
 CONFIGS = {  # name -> (decoder-layer config, which weights, config of embeddings/head when quantized)
     "default-1.5": (NovaqConfig(**TILE), default_filter, None),
     "2bit": (NovaqConfig(codebook_size=64, residual_codebook_size=4, **TILE), default_filter, None),
     "3bit": (NovaqConfig(codebook_size=256, residual_codebook_size=16, **TILE), default_filter, None),
     "3bit-all": (NovaqConfig(codebook_size=256, residual_codebook_size=16, **TILE), all_weights, EMB_3BIT),
+    "3.5bit-all": (NovaqConfig(codebook_size=256, residual_codebook_size=64, **TILE), all_weights, EMB_4BIT),
 }
 
 
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-length", type=int, default=512)
     parser.add_argument("--calibration-windows", type=int, default=32)
     parser.add_argument("--refine-steps", type=int, default=20)
-    parser.add_argument("--refine-lr", type=float, default=1e-4)
+    parser.add_argument("--refine-lr", type=float, default=1e-3)
+    parser.add_argument("--no-tune-scales", action="store_true", help="refine the codebooks only")
     parser.add_argument("--refine-window-length", type=int, default=256)
     parser.add_argument("--configs", default="default-1.5,2bit", help=f"comma list of {', '.join(CONFIGS)}")
     parser.add_argument("--rtn", default="4:128", help="comma list of bits:group RTN rows ('' for none)")
@@ -152,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         ppl = perplexity(student, test, progress=False).perplexity
         emit(row(label, bit_accounting(model, quantized), ppl, seconds))
         if not args.no_refine and args.refine_steps:
-            rc = RefineConfig(max_iterations=args.refine_steps, learning_rate=args.refine_lr)
+            rc = RefineConfig(
+                max_iterations=args.refine_steps, learning_rate=args.refine_lr, tune_scales=not args.no_tune_scales
+            )
             result = refine(model, quantized, refine_calib, rc, progress=False)
             apply_quantized(student, quantized)
             ppl = perplexity(student, test, progress=False).perplexity

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/prune.py                 # all rows (about 15 minutes on 2 cores)
     .venv/bin/python benchmarks/prune.py --rows wanda-50 sparsegpt-2:4 --eval-windows 8
-    .venv/bin/python benchmarks/prune.py --true-sequential   # one forward per layer (prune_wave option)
+    .venv/bin/python benchmarks/prune.py --true-sequential   # one forward per layer (the pipeline's default)
 
 Protocol (issue 3): evaluation on the first 32 non-overlapping windows of 512 tokens of WikiText-2
 raw test, tokenized once with the model's tokenizer, perplexity = exp(total NLL / predicted tokens);
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "8000000000"}  # as the Makefile
 ROWS = {
     "magnitude-50": ("magnitude", 0.5, "unstructured"),
     "wanda-50": ("wanda", 0.5, "unstructured"),
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--true-sequential", action="store_true", help="prune_wave(true_sequential=True)")
     parser.add_argument("--width-multiple", type=int, default=64, help="structured: kept MLP widths rounded down")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's malloc settings alone (see MALLOC_TUNING)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row, print JSON
     args = parser.parse_args(argv)
     if args.one:
@@ -106,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         "forward speed-up (full logits / prefill)",
         "load average (start, end)",
     ]
+    env = dict(os.environ)
+    if not args.default_malloc:  # as `make run`: keep freed memory instead of page-faulting it back
+        for key, value in MALLOC_TUNING.items():
+            env.setdefault(key, value)
+    print(", ".join(f"{k}={env.get(k, 'unset')}" for k in MALLOC_TUNING) + "\n", flush=True)
     print("| " + " | ".join(header) + " |\n" + "| --- " * len(header) + "|", flush=True)
     for row in args.rows:
         load_start = os.getloadavg()[0]
@@ -122,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.width_multiple),
             *(["--true-sequential"] if args.true_sequential else []),
         ]
-        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        r = json.loads(out)
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+        r = json.loads(done.stdout.strip().splitlines()[-1])
         speed = f"{r['speedup_0']:.2f}x / {r['speedup_1']:.2f}x" if "speedup_0" in r else "-"
         print(
             f"| {row} | {r['sparsity']:.4f} | {r['perplexity']:.2f} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} "

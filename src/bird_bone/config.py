@@ -107,7 +107,7 @@ class PruneParams(Params):
     blocksize: int = Field(128, ge=1, description="SparseGPT columns per block")
     percdamp: float = Field(0.01, gt=0, description="SparseGPT dampening, fraction of mean diag(H)")
     true_sequential: bool = Field(
-        False, description="calibrate each linear on the pruned ones before it: one pass per layer, all windows at once"
+        True, description="calibrate each linear on the pruned ones before it: one pass per layer, all windows at once"
     )
     prune_embeddings: bool = Field(False, description="also prune token embeddings (magnitude, per row)")
     save_gram: bool = Field(False, description="store X^T X per linear in the activation statistics (large)")
@@ -182,11 +182,11 @@ class LowRankParams(Params):
 class NovaqRefineParams(Params):
     enabled: bool = Field(True, description="run stage 3, teacher-guided refinement of the codebooks")
     max_iterations: int = Field(50, ge=0)
-    learning_rate: float = Field(1e-4, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
     temperature: float = Field(1.0, gt=0, description="T of KL(p_teacher || p_student)")
     kl_weight: float = Field(1.0, ge=0)
     cosine_weight: float = Field(0.1, ge=0, description="lambda of sum over layers (1 - cos(h_t, h_s))")
-    tune_scales: bool = Field(False, description="also tune per-row means and outlier scales")
+    tune_scales: bool = Field(True, description="also tune per-row means and row scales")
     calibration_windows: int = Field(32, ge=1)
     window_length: int = Field(256, ge=2)
     batch_size: int = Field(1, ge=1)
@@ -207,6 +207,9 @@ class NovaqParams(Params):
     percdamp: float = Field(0.01, gt=0, le=1, description="Hessian dampening, fraction of mean(diag H)")
     kmeans_iterations: int = Field(10, ge=1)
     kmeans_samples: int = Field(16384, ge=0, description="vectors per codebook k-means fits on (0: all)")
+    codebook_update_iterations: int = Field(
+        4, ge=0, description="GPTVQ codebook update: L-BFGS steps on codebooks and means, indices fixed (0: off)"
+    )
     seed: int = 0
     activation_aware: bool = Field(False, description="weight k-means by calibration E[x_j^2] per input column")
     include_embeddings: bool = Field(False, description="also quantize token embeddings / output head")

@@ -168,3 +168,18 @@ def test_tile_that_does_not_divide_the_shape_is_rejected(novaq_dir):
     _edit_manifest(path, lambda m: m["tensors"][name].__setitem__("tile", [3, 5]))
     with pytest.raises(NovaqFormatError, match="tile"):
         read_novaq(path)
+
+
+def test_every_row_scaled_stores_no_row_indices(tmp_path, tiny_tokenizer):
+    model = make_tiny_llama(len(tiny_tokenizer), layers=1)
+    config = NovaqConfig(codebook_size=8, residual_codebook_size=2, outlier_threshold=1.0, kmeans_iterations=3)
+    quantized = quantize_model(model, config, progress=False)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    q = quantized[name]
+    assert q.scales_every_row and q.bits()["outlier_metadata"] == 0 and q.bits()["scales"] == q.shape[0] * 16
+    write_novaq(tmp_path / "rows", model, tiny_tokenizer, quantized, config.to_dict())
+    manifest = json.loads((tmp_path / "rows" / MANIFEST).read_text())
+    assert manifest["tensors"][name]["normalization"]["all_rows"] is True
+    rebuilt, _, _ = read_novaq(tmp_path / "rows")
+    assert torch.allclose(dict(rebuilt.named_parameters())[name], q.decode(), atol=1e-6)
+    assert validate_novaq(tmp_path / "rows")["max_logit_difference"] == 0.0

@@ -121,3 +121,16 @@ def test_input_second_moments_match_a_direct_computation(tiny_tokenizer):
     handle.remove()
     direct = torch.cat([c.reshape(-1, 64) for c in captured]).pow(2).mean(0)
     assert torch.allclose(moments[name], direct, rtol=1e-5)
+
+
+def test_a_second_refinement_still_tunes_the_codebooks_and_freezes_nothing(tiny_tokenizer):
+    torch.manual_seed(0)
+    model = make_tiny_llama(len(tiny_tokenizer))
+    quantized = quantize_model(model, NovaqConfig(codebook_size=4, residual_codebook_size=2), progress=False)
+    windows = torch.randint(0, len(tiny_tokenizer), (4, 16))
+    refine(model, quantized, windows, RefineConfig(max_iterations=2, learning_rate=3e-3), progress=False)
+    q = next(iter(quantized.values()))
+    primary = q.primary.detach().clone()
+    refine(model, quantized, windows, RefineConfig(max_iterations=3, learning_rate=3e-3), progress=False)
+    assert not torch.equal(q.primary, primary)  # the second call trained the codebooks too
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())  # model untouched

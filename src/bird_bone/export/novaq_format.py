@@ -45,13 +45,14 @@ class NovaqFormatError(ArtifactError):
 def encode_tensor(name: str, q: NovaqTensor) -> tuple[dict, dict[str, torch.Tensor]]:
     """Manifest entry and shard tensors of one quantized matrix."""
     b1, b2 = index_bits(q.primary.shape[1]), index_bits(q.residual.shape[1])
+    all_rows = q.scales_every_row  # every row scaled: the row indices are implicit, none stored
     tensors = {
         f"{name}.codes1": pack_bits(q.codes1, b1),
         f"{name}.codes2": pack_bits(q.codes2, b2),
         f"{name}.primary": q.primary.detach().half(),
         f"{name}.residual": q.residual.detach().half(),
         f"{name}.mean": q.mean.detach().half(),
-        f"{name}.outliers": q.outliers.to(torch.int32),
+        f"{name}.outliers": (q.outliers[:0] if all_rows else q.outliers).to(torch.int32),
         f"{name}.outlier_scale": q.outlier_scale.detach().half(),
     }
     if q.column_scale is not None:
@@ -66,7 +67,12 @@ def encode_tensor(name: str, q: NovaqTensor) -> tuple[dict, dict[str, torch.Tens
         "subspaces": q.primary.shape[2],
         "codebook_shapes": [list(q.primary.shape), list(q.residual.shape)],
         "index_bits": [b1, b2],
-        "normalization": {"outliers": q.outliers.numel(), "mean_dtype": "float16", "scale_dtype": "float16"},
+        "normalization": {
+            "outliers": q.outliers.numel(),
+            "all_rows": all_rows,
+            "mean_dtype": "float16",
+            "scale_dtype": "float16",
+        },
         "column_scale": q.column_scale is not None,
         "bits": q.bits(),
     }
@@ -96,6 +102,8 @@ def decode_tensor(name: str, entry: dict, shard: dict[str, torch.Tensor]) -> tor
         if int(codes1.max()) >= primary.shape[1] or int(codes2.max()) >= residual.shape[1]:
             raise NovaqFormatError(f"tensor {name}: an index points past its codebook")
         mean, outliers = shard[f"{name}.mean"].float(), shard[f"{name}.outliers"].long()
+        if entry["normalization"].get("all_rows"):
+            outliers = torch.arange(rows)
         column_scale = shard[f"{name}.column_scale"].float() if entry.get("column_scale") else None
         q = NovaqTensor(
             (rows, cols),

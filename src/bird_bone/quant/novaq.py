@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from bird_bone.calibration.sequential import run_sequential
 from bird_bone.models.adapters import layer_prefix, linear_modules
 from bird_bone.quant.codebook import gather_codewords, index_bits
+from bird_bone.quant.codebook_update import update_codebooks
 from bird_bone.quant.gptvq import from_tiles, gptvq_quantize
 from bird_bone.quant.normalize import normalize
 
@@ -42,6 +43,7 @@ class NovaqConfig:
     kmeans_iterations: int = 10
     kmeans_samples: int = 16384  # vectors per codebook the centroids are fitted on (0: all)
     activation_aware: bool = False  # weight k-means by E[x_j^2] (needs calibration statistics)
+    codebook_update_iterations: int = 4  # GPTVQ codebook update (L-BFGS steps, Hessian-aware only; 0: off)
     seed: int = 0
 
     @property
@@ -87,6 +89,11 @@ class NovaqTensor(nn.Module):
             for p in (self.primary, self.residual, self.mean, self.outlier_scale):
                 p.copy_(p.half().float())
 
+    @property
+    def scales_every_row(self) -> bool:
+        """Every row has its own scale (``outlier_threshold`` 1.0): no row indices need storing."""
+        return self.outliers.numel() == self.shape[0]
+
     def bits(self) -> dict[str, int]:
         """Stored bits by kind: indices, codebooks, means, scales, outlier metadata."""
         rows, cols = self.shape
@@ -98,7 +105,7 @@ class NovaqTensor(nn.Module):
             "codebooks": (self.primary.numel() + self.residual.numel()) * FP16_BITS,
             "means": rows * FP16_BITS,
             "scales": n_out * FP16_BITS,
-            "outlier_metadata": n_out * OUTLIER_INDEX_BITS,
+            "outlier_metadata": 0 if self.scales_every_row else n_out * OUTLIER_INDEX_BITS,
             "column_scales": columns * FP16_BITS,
         }
 
@@ -151,6 +158,8 @@ def quantize_tensor(
         norm.mean, norm.scale, norm.outliers, config, t, tile,
     )  # fmt: skip
     q.round_to_storage()
+    if hessian is not None and config.codebook_update_iterations:
+        update_codebooks(q, weight, hessian, config.codebook_update_iterations, config.percdamp)
     return q
 
 

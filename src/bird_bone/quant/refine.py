@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RefineConfig:
     max_iterations: int = 50
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
     temperature: float = 1.0
     kl_weight: float = 1.0
     cosine_weight: float = 0.1  # lambda
     batch_size: int = 1
-    tune_scales: bool = False  # also tune means and outlier scales
+    tune_scales: bool = True  # also tune means and row scales
     seed: int = 0
 
 
@@ -66,6 +66,8 @@ def trainable(quantized: dict[str, NovaqTensor], tune_scales: bool) -> list[nn.P
     params = []
     for q in quantized.values():
         params += [q.primary, q.residual]
+        q.primary.requires_grad_(True)
+        q.residual.requires_grad_(True)
         q.mean.requires_grad_(tune_scales)
         q.outlier_scale.requires_grad_(tune_scales)
         if tune_scales:
@@ -90,21 +92,28 @@ def refine(
     gen = torch.Generator().manual_seed(config.seed)
     result, start = RefineResult(), time.perf_counter()
     model.eval()
-    for _ in tqdm(range(config.max_iterations), desc="novaq refine", unit="step", disable=not progress):
-        batch = windows[torch.randint(0, windows.shape[0], (config.batch_size,), generator=gen)]
-        with torch.no_grad():
-            t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
-        weights = {name: q.decode() for name, q in quantized.items()}
-        s_out = functional_call(
-            model, weights, args=(), kwargs={"input_ids": batch, "output_hidden_states": True, "use_cache": False}
-        )
-        loss, kl, cos = distillation_loss(t_out, s_out, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        result.losses.append(float(loss.detach()))
-        result.kl.append(float(kl.detach()))
-        result.cosine.append(float(cos.detach()))
+    frozen = [p for p in model.parameters() if p.requires_grad]  # only the codes' parameters get gradients
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for _ in tqdm(range(config.max_iterations), desc="novaq refine", unit="step", disable=not progress):
+            batch = windows[torch.randint(0, windows.shape[0], (config.batch_size,), generator=gen)]
+            with torch.no_grad():
+                t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
+            weights = {name: q.decode() for name, q in quantized.items()}
+            s_out = functional_call(
+                model, weights, args=(), kwargs={"input_ids": batch, "output_hidden_states": True, "use_cache": False}
+            )
+            loss, kl, cos = distillation_loss(t_out, s_out, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            result.losses.append(float(loss.detach()))
+            result.kl.append(float(kl.detach()))
+            result.cosine.append(float(cos.detach()))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     for q in quantized.values():
         q.round_to_storage()
         for p in q.parameters():

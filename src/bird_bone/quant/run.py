@@ -47,6 +47,7 @@ def novaq_config(params: NovaqParams) -> NovaqConfig:
         percdamp=params.percdamp,
         kmeans_iterations=params.kmeans_iterations,
         kmeans_samples=params.kmeans_samples,
+        codebook_update_iterations=params.codebook_update_iterations,
         seed=params.seed,
         activation_aware=params.activation_aware,
     )
