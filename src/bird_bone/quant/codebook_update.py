@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from bird_bone.prune.sparsegpt import dampened_hessian
+
 if TYPE_CHECKING:
     from bird_bone.quant.novaq import NovaqTensor
 
@@ -28,10 +30,8 @@ def output_error(weight: torch.Tensor, q: NovaqTensor, factor: torch.Tensor) -> 
 
 
 def hessian_factor(hessian: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
-    """Lower Cholesky factor of H + percdamp * mean(diag H) * I (the dampening of GPTQ/SparseGPT)."""
-    H = hessian.float().clone()
-    H.diagonal().add_(percdamp * float(H.diagonal().mean().clamp_min(1e-12)))
-    return torch.linalg.cholesky(H)
+    """Lower Cholesky factor L of the Hessian dampened as stage 2's assignment dampens it."""
+    return torch.linalg.cholesky(dampened_hessian(hessian, percdamp)[0])
 
 
 def update_codebooks(
