@@ -70,7 +70,7 @@ class CalibrationParams(TextParams):
     windows: int = Field(32, ge=1, description="random calibration windows (the papers: 128 x 2048)")
     window_length: int = Field(512, ge=2)
     seed: int = Field(0, description="random.seed of the window sampler, as in the Wanda/SparseGPT code")
-    batch_size: int = Field(8, ge=1, description="windows per forward pass in layer-wise calibration")
+    batch_size: int = Field(4, ge=1, description="windows per forward chunk in layer-wise calibration")
 
 
 class DataParams(Params):

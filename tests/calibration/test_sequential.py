@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from bird_bone.calibration.sequential import capture_layer_inputs, run_sequential
@@ -96,7 +97,8 @@ def test_linear_groups_follow_the_shared_inputs(tiny_model):
     ]
 
 
-def test_true_sequential_calibrates_each_group_on_the_modified_earlier_ones(tiny_model):
+@pytest.mark.parametrize("batch_size", [8, 2, 1])  # one chunk; chunks of 2, 2, 1 windows; one window each
+def test_true_sequential_calibrates_each_group_on_the_modified_earlier_ones(tiny_model, batch_size):
     from bird_bone.calibration.sequential import run_true_sequential
 
     windows = torch.randint(0, tiny_model.config.vocab_size, (5, 12))
@@ -107,7 +109,7 @@ def test_true_sequential_calibrates_each_group_on_the_modified_earlier_ones(tiny
         for module in modules.values():  # modify every linear: the next group must see it
             module.weight.data.mul_(0.5)
 
-    run_true_sequential(tiny_model, windows, visit_group, progress=False)
+    run_true_sequential(tiny_model, windows, visit_group, progress=False, batch_size=batch_size)
     assert [(i, len(names), tokens) for i, names, tokens, _ in seen] == [
         (i, k, 60) for i in (0, 1) for k in (3, 1, 2, 1)
     ]
@@ -119,3 +121,27 @@ def test_true_sequential_calibrates_each_group_on_the_modified_earlier_ones(tiny
         seen[4:], ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
     ):
         assert names[0] == name and torch.allclose(sq_norms, reference[name].sq_norms, rtol=1e-4)
+
+
+def test_chunks_split_the_batch_dimension_of_keyword_tensors_only():
+    from bird_bone.calibration.sequential import _split_batch
+
+    mask, cos = torch.ones(5, 1, 12, 12), torch.ones(1, 12, 4)
+    parts = _split_batch({"attention_mask": mask, "position_embeddings": (cos, cos), "use_cache": False}, 5, 2, 3)
+    assert [p["attention_mask"].shape[0] for p in parts] == [2, 2, 1]
+    assert all(p["position_embeddings"][0] is cos and p["use_cache"] is False for p in parts)
+
+
+def test_true_sequential_names_a_layer_whose_linears_run_out_of_order(tiny_model):
+    from bird_bone.calibration.sequential import run_true_sequential
+
+    attention = decoder_layers(tiny_model)[1].self_attn
+    attention_forward = attention.forward
+
+    def o_first(hidden_states, *args, **kwargs):  # layer 1 runs o before q/k/v
+        attention.o_proj(hidden_states)
+        return attention_forward(hidden_states, *args, **kwargs)
+
+    attention.forward = o_first
+    with pytest.raises(TypeError, match="layer 1"):
+        run_true_sequential(tiny_model, torch.randint(0, 50, (4, 8)), lambda *a: None, progress=False, batch_size=2)

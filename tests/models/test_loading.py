@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,25 @@ def test_embedded_model_provenance_and_shape(smollm2):
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     assert tokenizer("Hello world").input_ids == [19556, 905]
+
+
+def _mapped_file(address: int) -> str:
+    """The file behind the memory mapping that holds ``address`` ('' for anonymous memory)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            if low <= address < high:
+                return fields[5] if len(fields) > 5 else ""
+    raise AssertionError(f"address {address:#x} is in no mapping")
+
+
+def test_loaded_weights_live_in_process_memory_not_the_mapped_file(tmp_path, tiny_model, tiny_tokenizer):
+    # transformers maps safetensors copy-on-write; writes to such weights fault page by page
+    if not Path("/proc/self/maps").is_file():
+        pytest.skip("needs Linux's /proc/self/maps to see where tensors live")
+    save_checkpoint(Checkpoint(tiny_model, tiny_tokenizer), tmp_path / "m")
+    model = load_model(str(tmp_path / "m")).model
+    files = {name: _mapped_file(p.data_ptr()) for name, p in model.named_parameters()}
+    assert not [name for name, file in files.items() if file.endswith(".safetensors")], files
+    assert model.lm_head.weight is model.get_input_embeddings().weight  # tied weights stay one parameter

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bird_bone.prune.magnitude import magnitude_scores
-from bird_bone.prune.masks import apply_mask, is_nm_sparse, lowest_k_mask, select_mask
+from bird_bone.prune.masks import apply_mask, is_nm_sparse, kth_smallest, lowest_k_mask, select_mask
 from bird_bone.prune.wanda import wanda_scores
 
 
@@ -57,3 +57,14 @@ def test_wanda_scores_weight_columns_by_input_norm():
     assert torch.equal(scores, torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
     with pytest.raises(ValueError, match="do not fit"):
         wanda_scores(weight, torch.ones(4))
+
+
+@pytest.mark.parametrize("k", [1, 7, 20])
+def test_kth_smallest_agrees_with_torch_kthvalue_with_infinities(k):
+    scores = torch.randn(9, 20, generator=torch.Generator().manual_seed(k))
+    scores[0, :5] = float("-inf")  # already pruned weights
+    scores[1, 3] = float("inf")  # protected ones
+    scores[2] = 0.5  # all tied
+    expected = scores.kthvalue(k, dim=1, keepdim=True).values
+    assert torch.equal(kth_smallest(scores, k), expected)
+    assert torch.equal(kth_smallest(scores.double(), k), expected.double())

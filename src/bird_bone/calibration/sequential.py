@@ -6,11 +6,15 @@ prune or quantize the layer), and run the windows through it again so that layer
 outputs of the already-modified layer i (the reference codes' order). Peak memory: the model, one
 layer's activations for one batch and the hidden states of the calibration set.
 
-``run_true_sequential``: one pass per layer, all windows in one batch. Each group of linears fed the
-same input (q/k/v, o, gate/up, down) is handed to ``visit_group`` as soon as its input over every
-window is known, before its own product runs: later linears see the outputs of the already-modified
-ones (GPTQ's "true sequential" order) and the layer's output is already the modified layer's, so a
-layer costs one forward instead of about 1.8. Peak memory: one layer's activations for all windows.
+``run_true_sequential``: one pass per layer. Each group of linears fed the same input (q/k/v, o,
+gate/up, down) is handed to ``visit_group`` as soon as its input over every window is known, before
+its own product runs: later linears see the outputs of the already-modified ones (GPTQ's "true
+sequential" order) and the layer's output is already the modified layer's, so a layer costs one
+forward instead of about 1.8. The windows run in chunks of ``batch_size``, each chunk's forward in
+its own greenlet: a chunk reaching a group's first linear is suspended there until every chunk has
+arrived, the group is visited, and the chunks go on. Element-wise work (norms, rotary, SiLU) then
+runs on cache-sized tensors (4-5 % faster than one 32-window batch on the embedded model). Peak
+memory: one layer's activations for all windows.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from greenlet import greenlet
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -124,11 +129,13 @@ def run_true_sequential(
     visit_group: VisitGroup,
     gram: bool = False,
     progress: bool = True,
+    batch_size: int = 8,
 ) -> None:
     """Drive ``visit_group(index, modules, statistics)`` over every group of linears that share an
     input, layer by layer, each group once its input over all ``windows`` is known (see module doc).
 
     The groups are found once, on the first window at layer 0, and must be the same in every layer.
+    ``batch_size``: windows per chunk; the statistics cover every window whatever the chunking.
     """
     was_training = model.training
     model.eval()
@@ -137,25 +144,72 @@ def run_true_sequential(
     layers = decoder_layers(model)
     groups = linear_groups(layers[0], probe_hidden[0], probe_kwargs[0])
     for index, layer in enumerate(tqdm(layers, desc="layers", unit="layer", disable=not progress)):
-        hidden = _true_sequential_pass(index, layer, hidden, kwargs, groups, visit_group, gram)
+        last = index == len(layers) - 1  # its output feeds nothing: stop before the last product
+        hidden = _true_sequential_pass(index, layer, hidden, kwargs, groups, visit_group, gram, batch_size, last)
     model.train(was_training)
 
 
-def _true_sequential_pass(index, layer, hidden, kwargs, groups, visit_group, gram) -> torch.Tensor:
-    """One forward of ``layer``; each group is visited in a pre-hook of its first linear."""
+def _split_batch(kwargs: dict, batch: int, batch_size: int, parts: int) -> list[dict]:
+    """``kwargs`` for each chunk of ``batch_size`` windows: tensors (alone or in tuples) that carry
+    the batch dimension (e.g. a padding mask) are split with the windows, the rest is shared."""
+
+    def split(value):
+        if isinstance(value, torch.Tensor) and batch > 1 and value.dim() and value.shape[0] == batch:
+            return list(value.split(batch_size))
+        if isinstance(value, tuple) and any(isinstance(v, torch.Tensor) for v in value):
+            return list(zip(*(split(v) for v in value)))
+        return [value] * parts
+
+    per_key = {key: split(value) for key, value in kwargs.items()}
+    return [{key: values[i] for key, values in per_key.items()} for i in range(parts)]
+
+
+def _true_sequential_pass(index, layer, hidden, kwargs, groups, visit_group, gram, batch_size, last) -> torch.Tensor:
+    """One forward of ``layer`` over ``hidden`` in chunks; each group is visited once every chunk
+    is suspended in the pre-hook of the group's first linear. ``last``: the chunks stop there, at
+    the last group, instead of finishing (returns ``hidden`` unchanged)."""
     modules = linear_modules(layer)
+    stats = [InputStatistics(modules[group[0]].in_features, gram=gram, abs_values=False) for group in groups]
+    arrived: list[int] = []
 
-    def visit(_module, args, group):
-        stats = InputStatistics(modules[group[0]].in_features, gram=gram, abs_values=False)
-        stats.add_batch(args[0])
-        visit_group(index, {name: modules[name] for name in group}, stats)
+    def arrive(_module, args, position):
+        stats[position].add_batch(args[0])
+        arrived.append(position)
+        greenlet.getcurrent().parent.switch()  # wait here until the group is pruned
+        if last and position == len(groups) - 1:
+            raise _Captured
 
-    handles = [modules[group[0]].register_forward_pre_hook(partial(visit, group=group)) for group in groups]
+    def run_chunk(chunk, chunk_kwargs):
+        try:
+            return _output(layer(chunk, **chunk_kwargs))
+        except _Captured:
+            return None
+
+    handles = [modules[g[0]].register_forward_pre_hook(partial(arrive, position=p)) for p, g in enumerate(groups)]
+    pieces = hidden.split(batch_size)
+    chunk_kwargs = _split_batch(kwargs, hidden.shape[0], batch_size, len(pieces))
+    chunks = [greenlet(partial(run_chunk, piece, kw)) for piece, kw in zip(pieces, chunk_kwargs)]
     try:
-        return _output(layer(hidden, **kwargs))
+        for position, group in enumerate(groups):
+            arrived.clear()
+            for chunk in chunks:
+                chunk.switch()
+            if arrived != [position] * len(chunks):
+                raise TypeError(
+                    f"layer {index}: the linears ran in another order than layer 0's groups {groups}; "
+                    "true-sequential calibration needs the same order in every layer"
+                )
+            visit_group(index, {name: modules[name] for name in group}, stats[position])
+        outputs = [chunk.switch() for chunk in chunks]
+        if any(not chunk.dead for chunk in chunks):
+            raise TypeError(f"layer {index}: a linear ran twice in one forward pass")
     finally:
         for handle in handles:
             handle.remove()
+        for chunk in chunks:  # after an error: unwind the suspended forwards
+            if not chunk.dead:
+                chunk.throw()
+    return hidden if last else torch.cat(outputs)
 
 
 @torch.no_grad()

@@ -206,12 +206,30 @@ def _load_hf_dir(path: Path, dtype: str, provenance: Provenance, hash_files: boo
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])
     except Exception as exc:
         raise ModelLoadError(f"transformers could not load the model in {path}: {exc}") from exc
+    own_memory(model)
     model.eval()
     if hash_files:
         provenance.files = {
             f.name: sha256_file(f) for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".")
         }
     return LoadedModel(model, tokenizer, provenance)
+
+
+@torch.no_grad()
+def own_memory(model: nn.Module) -> None:
+    """Copy every parameter and buffer into the process's own memory, once, after loading.
+
+    transformers maps safetensors files privately (copy-on-write): the first write to each 4 KiB
+    page of a weight then costs a fault that copies it from the file, about 25 us a page here, which
+    pruning, healing and quantization pay on every weight they change (2.6 s of a 41 s Wanda wave on
+    the embedded model). One copy up front costs a fraction of that, and the model no longer depends
+    on the cached file staying unchanged while it runs. Tied weights stay tied (one parameter)."""
+    seen: set[int] = set()
+    for module in model.modules():
+        for tensor in [*module._parameters.values(), *module._buffers.values()]:
+            if tensor is not None and tensor.device.type == "cpu" and id(tensor) not in seen:
+                seen.add(id(tensor))
+                tensor.data = tensor.data.clone()
 
 
 def _load_hub(repo_id: str, dtype: str) -> LoadedModel:

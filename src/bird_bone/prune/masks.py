@@ -4,12 +4,16 @@ re-applies them, and a weight already pruned stays pruned unless regrowth reopen
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 def _force(scores: torch.Tensor, pruned: torch.Tensor | None, protected: torch.Tensor | None) -> torch.Tensor:
     """Already-pruned weights sort first (-inf), protected ones (e.g. just regrown) last (+inf)."""
-    scores = scores.float().clone()
+    scores = scores.float()
+    if pruned is None and protected is None:
+        return scores
+    scores = scores.clone()
     if pruned is not None:
         scores[pruned] = float("-inf")
     if protected is not None:
@@ -17,18 +21,30 @@ def _force(scores: torch.Tensor, pruned: torch.Tensor | None, protected: torch.T
     return scores
 
 
+def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th smallest entry (1-based) of every row of ``scores`` [rows, columns], [rows, 1].
+
+    On the CPU numpy's introselect (SIMD-sorted partitions) is about 3x faster than
+    ``torch.kthvalue`` on 2 threads; both order NaN last."""
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        part = np.partition(scores.detach().contiguous().numpy(), k - 1, axis=1)
+        return torch.from_numpy(part[:, k - 1 : k].copy())
+    return scores.kthvalue(k, dim=1, keepdim=True).values
+
+
 def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Exactly the ``k`` lowest entries of every row of ``scores`` [rows, columns]; ties go to the
-    lower column index, as a stable sort would give them. Linear time (kthvalue), no full sort."""
+    lower column index, as a stable sort would give them. Linear time (selection), no full sort."""
     if k <= 0:
         return torch.zeros_like(scores, dtype=torch.bool)
-    kth = scores.kthvalue(k, dim=1, keepdim=True).values
-    mask = scores < kth
+    kth = kth_smallest(scores, k)
+    mask = scores <= kth
+    if bool((mask.sum(1) == k).all()):  # the usual case: no tie with the k-th value past it
+        return mask
+    below = scores < kth
     ties = scores == kth
-    need = k - mask.sum(1, keepdim=True)
-    if bool((ties.sum(1, keepdim=True) <= need).all()):  # the usual case: no surplus ties
-        return mask | ties
-    return mask | (ties & (ties.cumsum(1) <= need))
+    need = k - below.sum(1, keepdim=True)
+    return below | (ties & (ties.cumsum(1) <= need))
 
 
 def check_nm(n: int, m: int, columns: int, name: str = "weight") -> None:

@@ -80,9 +80,9 @@ def prune_wave(
 
     ``true_sequential``: prune each group of linears sharing an input as soon as that input is known
     over all windows, so later linears of a layer are calibrated on the already-pruned earlier ones
-    (GPTQ's option of that name): one forward per layer instead of about 1.8, all windows in one
-    batch (``batch_size`` unused). Off: the reference order, every linear of a layer calibrated on
-    the dense layer's inputs, in batches of ``batch_size`` windows.
+    (GPTQ's option of that name): one forward per layer instead of about 1.8, in chunks of
+    ``batch_size`` windows that all reach a group before it is pruned. Off: the reference order,
+    every linear of a layer calibrated on the dense layer's inputs, in batches of ``batch_size``.
     ``include_embeddings``: also prune the input embeddings (by magnitude, per token row; with
     tied weights this prunes the LM head too). Off by default: they stay dense.
     """
@@ -121,7 +121,7 @@ def prune_wave(
     elif windows is None:
         raise ValueError(f"method '{method}' needs calibration windows")
     elif true_sequential:
-        run_true_sequential(model, windows, visit_group, gram=gram)
+        run_true_sequential(model, windows, visit_group, gram=gram, batch_size=batch_size)
     else:
         run_sequential(model, windows, visit, batch_size=batch_size, gram=gram, abs_values=False)
     log.info("%s wave to %s: sparsity %.4f", method, f"{n}:{m}" if n else f"{sparsity:.3f}", mask_sparsity(masks))
