@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from bird_bone.errors import ModelLoadError
-from bird_bone.io.checkpoint import Checkpoint, save_checkpoint
+from bird_bone.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bird_bone.models.loading import EMBEDDED_MODELS, embedded_model_path, load_model
 
 
@@ -90,7 +90,7 @@ def test_loaded_weights_live_in_process_memory_not_the_mapped_file(tmp_path, tin
     if not Path("/proc/self/maps").is_file():
         pytest.skip("needs Linux's /proc/self/maps to see where tensors live")
     save_checkpoint(Checkpoint(tiny_model, tiny_tokenizer), tmp_path / "m")
-    model = load_model(str(tmp_path / "m")).model
-    files = {name: _mapped_file(p.data_ptr()) for name, p in model.named_parameters()}
-    assert not [name for name, file in files.items() if file.endswith(".safetensors")], files
-    assert model.lm_head.weight is model.get_input_embeddings().weight  # tied weights stay one parameter
+    for model in (load_model(str(tmp_path / "m")).model, load_checkpoint(tmp_path / "m").model):
+        files = {name: _mapped_file(p.data_ptr()) for name, p in model.named_parameters()}
+        assert not [name for name, file in files.items() if file.endswith(".safetensors")], files
+        assert model.lm_head.weight is model.get_input_embeddings().weight  # tied weights stay one parameter

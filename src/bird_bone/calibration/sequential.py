@@ -129,7 +129,7 @@ def run_true_sequential(
     visit_group: VisitGroup,
     gram: bool = False,
     progress: bool = True,
-    batch_size: int = 8,
+    batch_size: int = 4,
 ) -> None:
     """Drive ``visit_group(index, modules, statistics)`` over every group of linears that share an
     input, layer by layer, each group once its input over all ``windows`` is known (see module doc).

@@ -21,6 +21,7 @@ from bird_bone.errors import ArtifactError
 from bird_bone.io.atomic import atomic_directory
 from bird_bone.lowrank.svd import low_rank_structure, replace_with_low_rank
 from bird_bone.models.adapters import mlp_widths, resize_mlps
+from bird_bone.models.loading import own_memory
 
 METADATA_FILE = "bird_bone.json"
 MASKS_FILE = "masks.safetensors"
@@ -149,6 +150,7 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> Check
             model = _load_ragged(path, metadata.get("mlp_widths"), dtype, metadata.get("low_rank"))
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            own_memory(model)  # out of the copy-on-write file mapping (see own_memory)
     except ArtifactError:
         raise
     except Exception as exc:

@@ -221,7 +221,7 @@ def own_memory(model: nn.Module) -> None:
 
     transformers maps safetensors files privately (copy-on-write): the first write to each 4 KiB
     page of a weight then costs a fault that copies it from the file, about 25 us a page here, which
-    pruning, healing and quantization pay on every weight they change (2.6 s of a 41 s Wanda wave on
+    pruning, healing and quantization pay on every weight they change (2.8 s of a 41 s Wanda wave on
     the embedded model). One copy up front costs a fraction of that, and the model no longer depends
     on the cached file staying unchanged while it runs. Tied weights stay tied (one parameter)."""
     seen: set[int] = set()

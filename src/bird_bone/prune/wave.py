@@ -72,7 +72,7 @@ def prune_wave(
     prior_masks: dict[str, torch.Tensor] | None = None,
     blocksize: int = 128,
     percdamp: float = 0.01,
-    batch_size: int = 8,
+    batch_size: int = 4,
     include_embeddings: bool = False,
     true_sequential: bool = False,
 ) -> dict[str, torch.Tensor]:
