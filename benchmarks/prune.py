@@ -2,15 +2,17 @@
 
     .venv/bin/python benchmarks/prune.py                 # all rows (about 15 minutes on 2 cores)
     .venv/bin/python benchmarks/prune.py --rows wanda-50 sparsegpt-2:4 --eval-windows 8
-    .venv/bin/python benchmarks/prune.py --true-sequential   # one forward per layer (the pipeline's default)
+    .venv/bin/python benchmarks/prune.py --order reference   # every linear calibrated on the dense layer
 
 Protocol (issue 3): evaluation on the first 32 non-overlapping windows of 512 tokens of WikiText-2
 raw test, tokenized once with the model's tokenizer, perplexity = exp(total NLL / predicted tokens);
 calibration: 32 windows of 512 tokens drawn with random.seed(0) from the tokenized WikiText-2
 validation text; 2 threads; decoder-layer linears only (embeddings and head dense). Each row runs in
 its own process so its peak memory (RSS high-water mark) is its own. Prints a Markdown table.
-``--true-sequential``: Wanda and SparseGPT calibrate each linear on the already-pruned linears before
-it in its layer (one forward per layer, all windows in one batch); default: the reference order.
+``--order``: ``true-sequential`` calibrates each linear on the already-pruned linears before it in
+its layer (one forward per layer); ``reference`` calibrates every linear of a layer on the dense
+layer's inputs, as the reference codes do (about 1.8 forwards per layer); ``auto`` (default, as the
+pipeline) is true-sequential except for Wanda N:M (``bird_bone.prune.wave.auto_true_sequential``).
 """
 
 from __future__ import annotations
@@ -54,9 +56,7 @@ def structured_speedups(model, evaluation, repeats: int) -> dict[str, float]:
     return {f"speedup_{keep}": best["pruned", keep] / best["dense", keep] for keep in (0, 1)}
 
 
-def run_row(
-    row: str, eval_windows: int, threads: int, true_sequential: bool, width_multiple: int, speed_repeats: int
-) -> dict:
+def run_row(row: str, eval_windows: int, threads: int, order: str, width_multiple: int, speed_repeats: int) -> dict:
     import torch
 
     from bird_bone.data.windows import calibration_windows, evaluation_windows, tokenize_text
@@ -64,7 +64,7 @@ def run_row(
     from bird_bone.models.adapters import mlp_widths
     from bird_bone.models.loading import load_model
     from bird_bone.prune.structured import remove_neurons
-    from bird_bone.prune.wave import mask_sparsity, prune_wave
+    from bird_bone.prune.wave import auto_true_sequential, mask_sparsity, prune_wave
 
     torch.set_num_threads(threads)
     method, sparsity, pattern = ROWS[row]
@@ -76,6 +76,7 @@ def run_row(
         tokenize_text(tokenizer, (SHARED / "wikitext2-raw-test.txt").read_text()), 512, eval_windows
     )
     start = time.perf_counter()
+    true_sequential = False
     if method == "structured":  # two waves of 10 %, each cluster giving at most 15 % per wave
         kept = remove_neurons(model, calibration, 0.1, 0.15, batch_size=8, width_multiple=width_multiple)
         remove_neurons(model, calibration, 0.2, 0.15, batch_size=8, kept=kept, width_multiple=width_multiple)
@@ -83,6 +84,7 @@ def run_row(
         achieved = 1 - sum(widths) / (len(widths) * model.config.intermediate_size)
     else:
         n, m = (2, 4) if pattern == "2:4" else (0, 0)
+        true_sequential = order == "true-sequential" or (order == "auto" and auto_true_sequential(method, n, m))
         masks = prune_wave(model, method, sparsity, calibration, n, m, batch_size=4, true_sequential=true_sequential)
         achieved = mask_sparsity(masks)
     seconds = time.perf_counter() - start
@@ -94,6 +96,7 @@ def run_row(
         "seconds": seconds,
         "perplexity": ppl.perplexity,
         "sparsity": achieved,
+        "order": "-" if method in ("magnitude", "structured") else ("true-seq." if true_sequential else "reference"),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if method == "structured":  # after the peak-memory reading: it loads a second, dense model
@@ -106,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--true-sequential", action="store_true", help="prune_wave(true_sequential=True)")
+    parser.add_argument(
+        "--order", choices=["auto", "true-sequential", "reference"], default="auto", help="calibration order"
+    )
     parser.add_argument("--width-multiple", type=int, default=64, help="structured: kept MLP widths rounded down")
     parser.add_argument("--speed-repeats", type=int, default=3, help="structured: timed passes per model (best kept)")
     parser.add_argument(
@@ -115,13 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one row, print JSON
     args = parser.parse_args(argv)
     if args.one:
-        result = run_row(
-            args.one, args.eval_windows, args.threads, args.true_sequential, args.width_multiple, args.speed_repeats
-        )
+        result = run_row(args.one, args.eval_windows, args.threads, args.order, args.width_multiple, args.speed_repeats)
         print(json.dumps(result))
         return 0
     header = [
         "row",
+        "calibration order",
         "sparsity achieved (structured: neurons removed)",
         f"perplexity ({args.eval_windows} x 512)",
         "pruning time (s)",
@@ -150,14 +154,15 @@ def main(argv: list[str] | None = None) -> int:
             str(args.width_multiple),
             "--speed-repeats",
             str(args.speed_repeats),
-            *(["--true-sequential"] if args.true_sequential else []),
+            "--order",
+            args.order,
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
         r = json.loads(done.stdout.strip().splitlines()[-1])
         speed = f"{r['speedup_0']:.2f}x / {r['speedup_1']:.2f}x" if "speedup_0" in r else "-"
         print(
-            f"| {row} | {r['sparsity']:.4f} | {r['perplexity']:.2f} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} "
-            f"| {speed} | {load_start:.1f}, {os.getloadavg()[0]:.1f} |",
+            f"| {row} | {r['order']} | {r['sparsity']:.4f} | {r['perplexity']:.2f} | {r['seconds']:.1f} "
+            f"| {r['peak_rss_mib']:.0f} | {speed} | {load_start:.1f}, {os.getloadavg()[0]:.1f} |",
             flush=True,
         )
     return 0

@@ -38,3 +38,13 @@ def test_export_parameters_default_to_q4_k_m_and_name_bad_values():
         ExportParams.model_validate({"type": "Q5_X"})
     with pytest.raises(ParameterError, match=r"export\.eval_windows must be >= 0 \(got -1\)"):
         ExportParams.model_validate({"eval_windows": -1})
+
+
+def test_prune_order_accepts_true_false_and_auto_and_names_a_bad_value():
+    from bird_bone.config import PruneParams
+
+    assert PruneParams.model_validate({}).true_sequential == "auto"
+    assert PruneParams.model_validate({"true_sequential": False}).true_sequential is False
+    assert PruneParams.model_validate({"true_sequential": "auto"}).true_sequential == "auto"
+    with pytest.raises(ParameterError, match=r"prune\.true_sequential"):
+        PruneParams.model_validate({"true_sequential": "sometimes"})

@@ -106,8 +106,10 @@ class PruneParams(Params):
     pattern: str = Field("unstructured", pattern=r"^(unstructured|[1-9][0-9]*:[1-9][0-9]*)$", description="or N:M")
     blocksize: int = Field(128, ge=1, description="SparseGPT columns per block")
     percdamp: float = Field(0.01, gt=0, description="SparseGPT dampening, fraction of mean diag(H)")
-    true_sequential: bool = Field(
-        True, description="calibrate each linear on the pruned ones before it: one pass per layer, all windows at once"
+    true_sequential: bool | Literal["auto"] = Field(
+        "auto",
+        description="calibrate each linear on the pruned ones before it (one pass per layer); false: the reference "
+        "order; auto: true-sequential except Wanda N:M",
     )
     prune_embeddings: bool = Field(False, description="also prune token embeddings (magnitude, per row)")
     save_gram: bool = Field(False, description="store X^T X per linear in the activation statistics (large)")

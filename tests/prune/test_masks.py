@@ -68,3 +68,27 @@ def test_kth_smallest_agrees_with_torch_kthvalue_with_infinities(k):
     expected = scores.kthvalue(k, dim=1, keepdim=True).values
     assert torch.equal(kth_smallest(scores, k), expected)
     assert torch.equal(kth_smallest(scores.double(), k), expected.double())
+
+
+@pytest.mark.parametrize("n, m", [(0, 0), (2, 4)])
+@pytest.mark.parametrize("scope", ["row", "layer"])
+def test_a_prior_that_prunes_more_than_asked_stays_pruned(n, m, scope):
+    prior = torch.zeros(6, 16, dtype=torch.bool)
+    prior[:, :3] = True  # 3 of the first group of 4 pruned before a 2:4 wave
+    prior[0, :12] = True  # row 0: 75 % before a 50 % wave
+    mask = select_mask(torch.rand(6, 16), 0.5, n, m, scope, pruned=prior)
+    assert bool(mask[prior].all())
+    if n:
+        per_group = mask.view(6, 4, 4).sum(-1)
+        assert per_group[0].tolist() == [4, 4, 4, 2] and bool((per_group[1:, 0] == 3).all())
+        assert bool((per_group[1:, 1:] == 2).all())
+
+
+@pytest.mark.parametrize("n, m", [(0, 0), (2, 4)])
+def test_a_protected_weight_is_not_kept_pruned_by_the_prior(n, m):
+    prior = torch.zeros(3, 8, dtype=torch.bool)
+    prior[:, :3] = True
+    protected = torch.zeros_like(prior)
+    protected[:, 0] = True  # regrown since the prior was taken
+    mask = select_mask(torch.rand(3, 8), 0.5, n, m, "row", pruned=prior, protected=protected)
+    assert not mask[:, 0].any() and bool(mask[:, 1:3].all())

@@ -70,3 +70,31 @@ def test_matrices_sharing_an_input_are_solved_together_as_alone(n, m):
         assert torch.allclose(new, alone, atol=1e-5)
         if p is not None:
             assert mask[p].all()
+
+
+def test_inverse_hessian_factor_is_the_upper_cholesky_factor_of_the_dampened_inverse():
+    from bird_bone.prune.sparsegpt import dampened_hessian, inverse_hessian_factor
+
+    x = torch.randn(200, 24)
+    x[:, 5] = 0.0  # a dead input
+    hessian = 2 * x.T @ x / 200
+    U, dead = inverse_hessian_factor(hessian, percdamp=0.01)
+    H, _ = dampened_hessian(hessian, 0.01)
+    assert dead.nonzero().flatten().tolist() == [5]
+    assert torch.equal(U, torch.triu(U)) and bool((torch.diag(U) > 0).all())
+    assert torch.allclose(U.T @ U @ H, torch.eye(24), atol=1e-4)
+
+
+@pytest.mark.parametrize("n, m", [(0, 0), (2, 4)])
+def test_sparsegpt_keeps_a_prior_that_prunes_more_than_asked(n, m):
+    x = torch.randn(128, 16)
+    weight = torch.randn(8, 16)
+    prior = torch.zeros(8, 16, dtype=torch.bool)
+    prior[:, 1:4] = True  # 3 of 4 in the first group: later columns of it would get OBS updates
+    prior[0, :12] = True
+    weight[prior] = 0.0
+    pruned, mask = sparsegpt_prune(weight, 2 * x.T @ x / 128, 0.5, n, m, blocksize=8, pruned=prior)
+    assert bool(mask[prior].all()) and bool((pruned[mask] == 0).all())
+    if n:
+        per_group = mask.view(8, 4, 4).sum(-1)
+        assert per_group[0].tolist() == [4, 4, 4, 2] and bool((per_group[1:, 0] == 3).all())

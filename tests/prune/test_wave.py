@@ -36,3 +36,22 @@ def test_true_sequential_changes_only_the_calibration_order(tiny_model):
     first = "model.layers.0.self_attn.q_proj"  # sees the same inputs either way
     assert torch.equal(reference[first], sequential[first])
     assert any(not torch.equal(reference[k], sequential[k]) for k in reference)
+
+
+@pytest.mark.parametrize(
+    ("method", "n", "m", "expected"),
+    [("wanda", 2, 4, False), ("wanda", 0, 0, True), ("sparsegpt", 2, 4, True), ("sparsegpt", 0, 0, True)],
+)
+def test_auto_order_is_reference_for_wanda_nm_only(tiny_model, method, n, m, expected):
+    import copy
+
+    from bird_bone.prune.wave import auto_true_sequential
+
+    assert auto_true_sequential(method, n, m) is expected
+    windows = torch.randint(0, tiny_model.config.vocab_size, (4, 16))
+    other = copy.deepcopy(tiny_model)
+    auto = prune_wave(tiny_model, method, 0.5, windows, n, m, true_sequential="auto")
+    chosen = prune_wave(other, method, 0.5, windows, n, m, true_sequential=expected)
+    assert all(torch.equal(auto[k], chosen[k]) for k in auto)
+    with pytest.raises(ValueError, match="true_sequential must be true, false or 'auto'"):
+        prune_wave(other, method, 0.5, windows, n, m, true_sequential="sometimes")

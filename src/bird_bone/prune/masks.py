@@ -21,6 +21,15 @@ def _force(scores: torch.Tensor, pruned: torch.Tensor | None, protected: torch.T
     return scores
 
 
+def _keep(mask: torch.Tensor, pruned: torch.Tensor | None, protected: torch.Tensor | None) -> torch.Tensor:
+    """A weight already pruned stays pruned (unless protected), even where the prior prunes more
+    than is asked now (an N:M group with more than N pruned still has at most M - N weights left)."""
+    if pruned is None:
+        return mask
+    keep = pruned.to(torch.bool) if protected is None else pruned.to(torch.bool) & ~protected.to(torch.bool)
+    return mask | keep
+
+
 def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th smallest entry (1-based) of every row of ``scores`` [rows, columns], [rows, 1].
 
@@ -57,23 +66,25 @@ def check_nm(n: int, m: int, columns: int, name: str = "weight") -> None:
 def select_row_mask(scores: torch.Tensor, sparsity: float, pruned=None, protected=None) -> torch.Tensor:
     """Prune the ``int(columns * sparsity)`` lowest scores of every output row (Wanda, sec. 3)."""
     scores = _force(scores, pruned, protected)
-    return lowest_k_mask(scores, int(scores.shape[1] * sparsity))
+    return _keep(lowest_k_mask(scores, int(scores.shape[1] * sparsity)), pruned, protected)
 
 
 def select_layer_mask(scores: torch.Tensor, sparsity: float, pruned=None, protected=None) -> torch.Tensor:
     """Prune the ``int(numel * sparsity)`` lowest scores of the whole matrix (magnitude pruning)."""
     scores = _force(scores, pruned, protected)
-    return lowest_k_mask(scores.view(1, -1), int(scores.numel() * sparsity)).view_as(scores)
+    mask = lowest_k_mask(scores.view(1, -1), int(scores.numel() * sparsity)).view_as(scores)
+    return _keep(mask, pruned, protected)
 
 
 def select_nm_mask(scores: torch.Tensor, n: int, m: int, pruned=None, protected=None) -> torch.Tensor:
-    """In every group of ``m`` consecutive input columns of a row, prune the ``n`` lowest scores."""
+    """In every group of ``m`` consecutive input columns of a row, prune the ``n`` lowest scores
+    (and keep any more that ``pruned`` already has)."""
     rows, columns = scores.shape
     check_nm(n, m, columns)
     groups = _force(scores, pruned, protected).view(rows, columns // m, m)
     mask = torch.zeros_like(groups, dtype=torch.bool)
     mask.scatter_(2, torch.topk(groups, n, dim=2, largest=False).indices, True)
-    return mask.view(rows, columns)
+    return _keep(mask.view(rows, columns), pruned, protected)
 
 
 def select_mask(

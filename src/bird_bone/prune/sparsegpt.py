@@ -60,7 +60,8 @@ def _nm_mask(W1t: torch.Tensor, dinv2: torch.Tensor, n: int, prior) -> torch.Ten
     if prior is not None:
         scores[prior] = float("-inf")
     mask = torch.zeros_like(W1t, dtype=torch.bool)
-    return mask.scatter_(0, torch.topk(scores, n, dim=0, largest=False).indices, True)
+    mask.scatter_(0, torch.topk(scores, n, dim=0, largest=False).indices, True)
+    return mask if prior is None else mask | prior  # more than n already pruned stay pruned
 
 
 @torch.no_grad()
