@@ -20,10 +20,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "8000000000"}  # as the Makefile
+from prune import MALLOC_TUNING, SHARED  # benchmarks/prune.py, beside this script
+
 ROWS = {
     "wanda-50": ("wanda", 0, 0),
     "wanda-2:4": ("wanda", 2, 4),

@@ -50,8 +50,11 @@ def test_auto_order_is_reference_for_wanda_nm_only(tiny_model, method, n, m, exp
     assert auto_true_sequential(method, n, m) is expected
     windows = torch.randint(0, tiny_model.config.vocab_size, (4, 16))
     other = copy.deepcopy(tiny_model)
+    opposite = copy.deepcopy(tiny_model)
     auto = prune_wave(tiny_model, method, 0.5, windows, n, m, true_sequential="auto")
     chosen = prune_wave(other, method, 0.5, windows, n, m, true_sequential=expected)
     assert all(torch.equal(auto[k], chosen[k]) for k in auto)
+    unchosen = prune_wave(opposite, method, 0.5, windows, n, m, true_sequential=not expected)
+    assert any(not torch.equal(auto[k], unchosen[k]) for k in auto)  # the two orders differ here
     with pytest.raises(ValueError, match="true_sequential must be true, false or 'auto'"):
         prune_wave(other, method, 0.5, windows, n, m, true_sequential="sometimes")

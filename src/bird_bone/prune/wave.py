@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Literal
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ def prune_wave(
     percdamp: float = 0.01,
     batch_size: int = 4,
     include_embeddings: bool = False,
-    true_sequential: bool | str = False,
+    true_sequential: bool | Literal["auto"] = False,
 ) -> dict[str, torch.Tensor]:
     """Prune ``model`` in place to ``sparsity`` (or N:M); returns masks by full module name (weights).
 
