@@ -8,7 +8,7 @@ WAVE_PARAMS = ["params:prune", "params:heal", "params:regrow", "params:stop_loss
 
 
 def create_pipeline(waves: int = 1, **kwargs) -> Pipeline:
-    from bird_bone.pipelines.waves import nodes
+    from bird_bone.pipelines.loop import nodes
 
     pipeline_nodes = [
         Node(
