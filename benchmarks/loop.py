@@ -131,7 +131,7 @@ def bench_waves(args) -> None:
     rows = []
     for _ in range(args.waves):
         args_ = (previous, accepted, state, base, None, calibration, evaluation, prune, heal, regrow, stop, data, ev)
-        previous, accepted, _masks, record, state = wave_node(*args_)
+        previous, accepted, record, state = wave_node(*args_)
         rows.append(record)
         print(json.dumps({k: v for k, v in record.items() if k != "heal"}), flush=True)
     print(

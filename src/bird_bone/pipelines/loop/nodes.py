@@ -66,14 +66,14 @@ def wave_node(
         log.info("wave %d skipped: %s", wave, why)
         skipped = {**state.to_dict(), "wave": wave, "status": "skipped", "fingerprint": key}
         record = {"wave": wave, "method": prune.method, "pattern": prune.pattern, "status": "skipped", "reason": why}
-        return previous, accepted, previous.masks or {}, record, skipped
+        return previous, accepted, record, skipped
     args = (wave, previous, state, previous_state.get("probe_loss"), teacher, calibration, evaluation)
     current, new_state, record, loss = _run_wave(*args, prune, heal, regrow, stop_loss, data, eval)
     if new_state.status == "reverted":
         current, loss = accepted, None
     new_accepted = current if new_state.status == "accepted" else accepted
     state_dict = {**new_state.to_dict(), "fingerprint": key, "probe_loss": loss}
-    return current, new_accepted, current.masks or {}, record, state_dict
+    return current, new_accepted, record, state_dict
 
 
 def _resumed(resume: dict, previous: Checkpoint, accepted: Checkpoint):
@@ -82,7 +82,7 @@ def _resumed(resume: dict, previous: Checkpoint, accepted: Checkpoint):
     new_accepted = checkpoint if state["status"] == "accepted" else accepted
     if state["status"] == "skipped":
         checkpoint = previous
-    return checkpoint, new_accepted, checkpoint.masks or {}, resume["record"], state
+    return checkpoint, new_accepted, resume["record"], state
 
 
 def _run_wave(
