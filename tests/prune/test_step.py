@@ -29,7 +29,7 @@ def test_mask_steps_are_cumulative_and_match_the_layerwise_pass(tiny_model, meth
     assert mask_sparsity(first.masks) == pytest.approx(0.25, abs=0.01)
     assert mask_sparsity(second.masks) == pytest.approx(0.5, abs=0.01)
     assert all((second.masks[k] | ~first.masks[k]).all() for k in first.masks)  # earlier masks stay pruned
-    assert second.kept == {} and second.seconds > 0
+    assert second.kept == {}
     direct = prune_layers(other, method, 0.25, data, **options)
     assert all(torch.equal(direct[k], first.masks[k]) for k in direct)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bird_bone.calibration.neurons import cluster_neurons, neuron_values
 from bird_bone.calibration.sequential import run_sequential
 from bird_bone.models.adapters import layer_prefix, mlp_projections
-from bird_bone.prune.structured import cluster_neurons, neuron_values
 
 
 def log_activations(
