@@ -31,8 +31,15 @@ def tiny_project(project, tiny_model, tiny_tokenizer):
     return project
 
 
-def test_loop_runs_every_wave_and_keeps_masks_through_healing(tiny_project):
+def test_loop_runs_every_wave_and_keeps_masks_through_healing(tiny_project, monkeypatch):
+    import bird_bone.pipelines.datasets as datasets
+
+    reads = []  # every tensor file the run reads from disk
+    real = datasets.load_tensors
+    monkeypatch.setattr(datasets, "load_tensors", lambda path: reads.append(str(path)) or real(path))
     run_session(tiny_project, loop_params(tiny_project, waves=2, stop_loss={"enabled": False}), "__default__")
+    for name in ("evaluation_windows", "calibration_windows", "activation_statistics"):
+        assert len([p for p in reads if name in p]) <= 1, reads  # made in this run: cached, never read back
     records = [json.loads((tiny_project / f"data/08_reporting/waves/wave_{k}.json").read_text()) for k in (1, 2)]
     assert [r["status"] for r in records] == ["accepted", "accepted"]
     assert all(len(r["heal"]["loss"]) == 3 for r in records)
