@@ -44,6 +44,10 @@ def test_loop_runs_every_wave_and_keeps_masks_through_healing(tiny_project, monk
     assert [r["status"] for r in records] == ["accepted", "accepted"]
     assert all(len(r["heal"]["loss"]) == 3 for r in records)
     masks = load_tensors(tiny_project / "data/06_models/masks/wave_2.safetensors")
+    assert sorted(p.name for p in (tiny_project / "data/06_models/masks").iterdir()) == [
+        "wave_1.safetensors",
+        "wave_2.safetensors",
+    ]  # the dense wave_0 has none
     for k in (1, 2):  # written once: the wave's masks file is the checkpoint's, under a second name
         assert (tiny_project / f"data/06_models/masks/wave_{k}.safetensors").samefile(
             tiny_project / f"models/waves/wave_{k}/masks.safetensors"
