@@ -6,9 +6,10 @@
 
 ``heal``: Wanda 50 % one-shot, then one QLoRA micro-heal of ``--steps`` steps; prints perplexity
 against heal steps (the adapter merged through the masks on a copy every ``--curve-every`` steps)
-and checks that sparsity is unchanged. ``waves``: the loop of ``bird_bone.heal.loop.run_wave``
-with the project's default heal/regrow/stop-loss parameters; prints per wave and per stage wall
-time, perplexity, sparsity, status, and the process's peak memory.
+and checks that sparsity is unchanged. ``waves``: the loop's wave node
+(``bird_bone.pipelines.loop.nodes.wave_node``) with the project's default heal/regrow/stop-loss
+parameters; prints per wave and per stage wall time, perplexity, sparsity, status, and the
+process's peak memory.
 
 Protocol (issues 3 and 4): evaluation on the first ``--eval-windows`` (default 32) non-overlapping
 windows of 512 tokens of WikiText-2 raw test; calibration / healing text: 32 windows of 512 tokens
@@ -54,14 +55,14 @@ def setup(eval_windows: int):
 def bench_heal(args) -> None:
     from bird_bone.eval.perplexity import perplexity
     from bird_bone.heal.qlora import merge_lora_masked, micro_heal
-    from bird_bone.prune.wave import mask_sparsity, prune_wave
+    from bird_bone.prune.layerwise import mask_sparsity, prune_layers
 
     loaded, calibration, evaluation = setup(args.eval_windows)
     model = loaded.model
     teacher = copy.deepcopy(model) if args.kd_weight > 0 else None
     dense = perplexity(model, evaluation, 4, progress=False).perplexity
     t = time.perf_counter()
-    masks = prune_wave(model, "wanda", 0.5, calibration, batch_size=8)
+    masks = prune_layers(model, "wanda", 0.5, calibration, batch_size=8)
     prune_seconds = time.perf_counter() - t
     oneshot = perplexity(model, evaluation, 4, progress=False).perplexity
     sparsity = mask_sparsity(masks)
@@ -111,31 +112,28 @@ def bench_heal(args) -> None:
 
 
 def bench_waves(args) -> None:
-    from bird_bone.config import CalibrationParams, EvalParams, HealParams, PruneParams, RegrowParams, StopLossParams
+    from bird_bone.config import DataParams, EvalParams, HealParams, PruneParams, RegrowParams, StopLossParams
     from bird_bone.eval.perplexity import perplexity
-    from bird_bone.heal.loop import run_wave
     from bird_bone.heal.stoploss import LoopState
     from bird_bone.io.checkpoint import Checkpoint
+    from bird_bone.pipelines.loop.nodes import wave_node
 
     loaded, calibration, evaluation = setup(args.eval_windows)
     dense = perplexity(loaded.model, evaluation, 4, progress=False).perplexity
     prune = PruneParams(method=args.method, target_sparsity=args.target, waves=args.waves)
     heal = HealParams(steps=args.steps)
     regrow, stop = RegrowParams(), StopLossParams(max_ppl_increase=args.max_increase, patience=args.patience)
-    cal = CalibrationParams(source="wikitext2-valid", fallback=None)
+    data = DataParams(calibration={"source": "wikitext2-valid", "fallback": None}, evaluation={"source": "-"})
     ev = EvalParams(windows=args.eval_windows)
     base = Checkpoint(loaded.model, loaded.tokenizer, {})
     previous = accepted = base
-    state = LoopState(0, 0, dense, dense)
+    state = {**LoopState(0, 0, dense, dense).to_dict(), "fingerprint": "benchmark"}
     rows = []
-    for wave in range(1, args.waves + 1):
-        out = run_wave(
-            wave, previous, accepted, state, base, calibration, evaluation, prune, heal, regrow, stop, cal, ev
-        )
-        previous, state = out.checkpoint, out.state
-        accepted = out.checkpoint if state.status == "accepted" else accepted
-        rows.append(out.record)
-        print(json.dumps({k: v for k, v in out.record.items() if k != "heal"}), flush=True)
+    for _ in range(args.waves):
+        args_ = (previous, accepted, state, base, None, calibration, evaluation, prune, heal, regrow, stop, data, ev)
+        previous, accepted, record, state = wave_node(*args_)
+        rows.append(record)
+        print(json.dumps({k: v for k, v in record.items() if k != "heal"}), flush=True)
     print(
         f"\n{args.method} to {args.target} over {args.waves} waves, heal {args.steps} steps/wave (QLoRA NF4, rank 8), "
         f"stop-loss {args.max_increase:.0%} x {args.patience}; dense perplexity {dense:.3f} "

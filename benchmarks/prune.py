@@ -12,7 +12,7 @@ its own process so its peak memory (RSS high-water mark) is its own. Prints a Ma
 ``--order``: ``true-sequential`` calibrates each linear on the already-pruned linears before it in
 its layer (one forward per layer); ``reference`` calibrates every linear of a layer on the dense
 layer's inputs, as the reference codes do (about 1.8 forwards per layer); ``auto`` (default, as the
-pipeline) is true-sequential except for Wanda N:M (``bird_bone.prune.wave.auto_true_sequential``).
+pipeline) is true-sequential except for Wanda N:M (``bird_bone.prune.layerwise.auto_true_sequential``).
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def run_row(row: str, eval_windows: int, threads: int, order: str, width_multipl
     from bird_bone.eval.perplexity import perplexity
     from bird_bone.models.adapters import mlp_widths
     from bird_bone.models.loading import load_model
+    from bird_bone.prune.layerwise import auto_true_sequential, mask_sparsity, prune_layers
     from bird_bone.prune.structured import remove_neurons
-    from bird_bone.prune.wave import auto_true_sequential, mask_sparsity, prune_wave
 
     torch.set_num_threads(threads)
     method, sparsity, pattern = ROWS[row]
@@ -85,7 +85,7 @@ def run_row(row: str, eval_windows: int, threads: int, order: str, width_multipl
     else:
         n, m = (2, 4) if pattern == "2:4" else (0, 0)
         true_sequential = order == "true-sequential" or (order == "auto" and auto_true_sequential(method, n, m))
-        masks = prune_wave(model, method, sparsity, calibration, n, m, batch_size=4, true_sequential=true_sequential)
+        masks = prune_layers(model, method, sparsity, calibration, n, m, batch_size=4, true_sequential=true_sequential)
         achieved = mask_sparsity(masks)
     seconds = time.perf_counter() - start
     ppl = perplexity(model, evaluation, batch_size=4, progress=False)

@@ -9,7 +9,7 @@ linear calibrated on the already-pruned linears before it), and each result is e
 texts: WikiText-2 raw test windows 0-31 (issue 3's protocol), windows 32-63 of the same text, and
 the first 32 windows of the TinyStories validation slice (all 512 tokens). Calibration: 32 x 512
 windows drawn with ``random.seed(seed)`` from tokenized WikiText-2 validation; 2 threads. This is
-the measurement behind ``bird_bone.prune.wave.auto_true_sequential``. Prints a Markdown table.
+the measurement behind ``bird_bone.prune.layerwise.auto_true_sequential``. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run_one(row: str, order: str, seed: int, threads: int) -> dict:
     from bird_bone.data.windows import calibration_windows, evaluation_windows, tokenize_text
     from bird_bone.eval.perplexity import perplexity
     from bird_bone.models.loading import load_model
-    from bird_bone.prune.wave import prune_wave
+    from bird_bone.prune.layerwise import prune_layers
 
     torch.set_num_threads(threads)
     method, n, m = ROWS[row]
@@ -49,7 +49,7 @@ def run_one(row: str, order: str, seed: int, threads: int) -> dict:
     wikitext = evaluation_windows(tokenize_text(tokenizer, (SHARED / "wikitext2-raw-test.txt").read_text()), 512, 64)
     stories = evaluation_windows(tokenize_text(tokenizer, (SHARED / "tinystories-valid.txt").read_text()), 512, 32)
     start = time.perf_counter()
-    prune_wave(model, method, 0.5, calibration, n, m, batch_size=4, true_sequential=order == "true-sequential")
+    prune_layers(model, method, 0.5, calibration, n, m, batch_size=4, true_sequential=order == "true-sequential")
     seconds = time.perf_counter() - start
     texts = (wikitext[:32], wikitext[32:], stories)
     return {

@@ -48,3 +48,23 @@ def test_prune_order_accepts_true_false_and_auto_and_names_a_bad_value():
     assert PruneParams.model_validate({"true_sequential": "auto"}).true_sequential == "auto"
     with pytest.raises(ParameterError, match=r"prune\.true_sequential"):
         PruneParams.model_validate({"true_sequential": "sometimes"})
+
+
+def test_method_configs_live_beside_their_methods_and_config_gathers_them():
+    import inspect
+
+    import bird_bone.config as config
+    from bird_bone.heal import config as heal_config
+    from bird_bone.heal.qlora import micro_heal
+    from bird_bone.lowrank import config as lowrank_config
+    from bird_bone.params import Params
+    from bird_bone.prune import config as prune_config
+
+    assert config.PruneParams is prune_config.PruneParams and config.LowRankParams is lowrank_config.LowRankParams
+    assert config.HealParams is heal_config.HealParams and config.Params is Params
+    # one list of LoRA targets: the config's default is the algorithm's
+    assert config.HealParams().target_modules == list(
+        inspect.signature(micro_heal).parameters["target_modules"].default
+    )
+    with pytest.raises(ParameterError, match=r"prune\.method: Input should be 'magnitude', 'wanda', 'sparsegpt' or"):
+        config.PruneParams.model_validate({"method": "obc"})

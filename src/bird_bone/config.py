@@ -1,4 +1,8 @@
-"""Parameter models: one pydantic model per top-level parameter group of ``conf/base``.
+"""Parameter models: one pydantic model per top-level parameter group of ``conf/base``, gathered
+here. The groups shared by every stage (model, data, eval) and those of modules without a config
+of their own are defined here; each method's config lives beside the method (``prune/config.py``,
+``heal/config.py``, ``lowrank/config.py``) and is re-exported. The base class is in
+:mod:`bird_bone.params`.
 
 Unknown keys are rejected and every error names the parameter, e.g.
 ``eval.windows must be >= 1 (got 0)``, so a bad value fails before any work starts.
@@ -7,49 +11,34 @@ Kedro (>= 1.3) validates node inputs typed with these models when it builds the 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field
 
-from bird_bone.errors import BirdBoneError
+from bird_bone.heal.config import HealParams, RegrowParams, StopLossParams
+from bird_bone.lowrank.config import LowRankParams
+from bird_bone.params import ParameterError, Params, describe_errors
+from bird_bone.prune.config import PruneParams, StructuredParams
 
-_BOUNDS = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}
-
-
-class ParameterError(BirdBoneError, ValueError):
-    """A parameter has the wrong type, range or name."""
-
-
-def describe_errors(section: str, exc: ValidationError) -> str:
-    """One line per pydantic error, each naming the dotted parameter path."""
-    lines = []
-    for err in exc.errors():
-        name = ".".join([section, *map(str, err["loc"])])
-        ctx = err.get("ctx", {})
-        if err["type"] in _BOUNDS:
-            bound = next(iter(ctx.values()))
-            lines.append(f"{name} must be {_BOUNDS[err['type']]} {bound} (got {err['input']!r})")
-        elif err["type"] == "extra_forbidden":
-            lines.append(f"{name} is not a known parameter")
-        elif err["type"] == "missing":
-            lines.append(f"{name} is required")
-        else:
-            lines.append(f"{name}: {err['msg']} (got {err['input']!r})")
-    return "; ".join(lines)
-
-
-class Params(BaseModel):
-    """Base: forbid unknown keys, immutable, errors that name the parameter."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    section: ClassVar[str] = ""
-
-    @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any):  # Kedro calls this to build typed params
-        try:
-            return super().model_validate(obj, **kwargs)
-        except ValidationError as exc:
-            raise ParameterError(describe_errors(cls.section or cls.__name__, exc)) from None
+__all__ = [
+    "CalibrationParams",
+    "DataParams",
+    "EvalParams",
+    "ExportParams",
+    "HealParams",
+    "LowRankParams",
+    "ModelParams",
+    "NovaqParams",
+    "NovaqRefineParams",
+    "ParameterError",
+    "Params",
+    "PruneParams",
+    "RegrowParams",
+    "StopLossParams",
+    "StructuredParams",
+    "TextParams",
+    "describe_errors",
+]
 
 
 class ModelParams(Params):
@@ -87,98 +76,6 @@ class EvalParams(Params):
     throughput_batches: int = Field(2, ge=1, description="batches timed for tokens/s")
     tasks: list[str] = Field(default_factory=lambda: ["bird_bone_canary"], description="lm-eval tasks")
     task_limit: int | None = Field(None, ge=1, description="examples per lm-eval task (None: all)")
-
-
-class StructuredParams(Params):
-    fraction: float = Field(0.1, ge=0, lt=1, description="MLP neurons removed per wave, of the original width")
-    max_fraction_per_cluster: float = Field(0.1, gt=0, le=1, description="cap per activation cluster per wave")
-    clusters: int = Field(8, ge=1, description="k-means clusters of neurons per layer")
-    pattern_tokens: int = Field(256, ge=8, description="calibration tokens a neuron's pattern spans")
-    width_multiple: int = Field(1, ge=1, description="round kept MLP widths down to a multiple (e.g. 64, for GEMMs)")
-
-
-class PruneParams(Params):
-    section: ClassVar[str] = "prune"
-    method: Literal["magnitude", "wanda", "sparsegpt", "structured"] = "wanda"
-    target_sparsity: float = Field(0.5, ge=0, lt=1, description="sparsity of decoder linears after the last wave")
-    waves: int = Field(1, ge=1, description="steps to reach the target (slow radius)")
-    schedule: Literal["linear", "cubic"] = "linear"
-    pattern: str = Field("unstructured", pattern=r"^(unstructured|[1-9][0-9]*:[1-9][0-9]*)$", description="or N:M")
-    blocksize: int = Field(128, ge=1, description="SparseGPT columns per block")
-    percdamp: float = Field(0.01, gt=0, description="SparseGPT dampening, fraction of mean diag(H)")
-    true_sequential: bool | Literal["auto"] = Field(
-        "auto",
-        description="calibrate each linear on the pruned ones before it (one pass per layer); false: the reference "
-        "order; auto: true-sequential except Wanda N:M",
-    )
-    prune_embeddings: bool = Field(False, description="also prune token embeddings (magnitude, per row)")
-    save_gram: bool = Field(False, description="store X^T X per linear in the activation statistics (large)")
-    structured: StructuredParams = Field(default_factory=StructuredParams)
-
-    @property
-    def nm(self) -> tuple[int, int]:
-        if self.pattern == "unstructured":
-            return 0, 0
-        n, m = map(int, self.pattern.split(":"))
-        return n, m
-
-    @field_validator("pattern")
-    @classmethod
-    def _n_below_m(cls, value: str) -> str:
-        if value != "unstructured" and not int(value.split(":")[0]) < int(value.split(":")[1]):
-            raise ValueError(f"N:M pattern needs N < M, got {value}")
-        return value
-
-
-class HealParams(Params):
-    section: ClassVar[str] = "heal"
-    enabled: bool = Field(True, description="QLoRA micro-heal after each pruning wave")
-    steps: int = Field(40, ge=0, description="optimiser steps per wave (the design: 200-500)")
-    base: Literal["nf4", "full"] = Field("nf4", description="nf4: QLoRA (bitsandbytes 4-bit base); full: LoRA")
-    rank: int = Field(8, ge=1, description="LoRA rank r")
-    alpha: float = Field(16.0, gt=0, description="LoRA alpha (delta scaled by alpha / r)")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    learning_rate: float = Field(3e-4, gt=0)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        min_length=1,
-        description="projection names that get LoRA adapters",
-    )
-    batch_size: int = Field(2, ge=1)
-    window_length: int = Field(256, ge=2, description="tokens per training sequence, cut from calibration windows")
-    kd_weight: float = Field(0.0, ge=0, description="weight of KL(teacher || student) to the dense model's logits")
-    temperature: float = Field(2.0, gt=0, description="distillation temperature T")
-    seed: int = 0
-
-
-class RegrowParams(Params):
-    section: ClassVar[str] = "regrow"
-    enabled: bool = Field(True, description="RigL regrowth when pruning raised the loss by more than epsilon")
-    epsilon: float = Field(0.05, ge=0, description="relative rise of calibration loss that triggers regrowth")
-    max_fraction: float = Field(0.05, ge=0, le=1, description="share of each layer's pruned weights re-opened")
-    windows: int = Field(4, ge=1, description="calibration windows for the loss check and the gradients")
-    batch_size: int = Field(2, ge=1)
-
-
-class StopLossParams(Params):
-    section: ClassVar[str] = "stop_loss"
-    enabled: bool = True
-    max_ppl_increase: float = Field(0.03, ge=0, description="relative perplexity rise over the previous wave")
-    patience: int = Field(2, ge=1, description="consecutive waves over the limit before reverting")
-
-
-class LowRankParams(Params):
-    section: ClassVar[str] = "lowrank"
-    enabled: bool = Field(True, description="run the low-rank factorization stage after the waves")
-    modules: list[str] = Field(
-        default_factory=list,
-        description="projection names to factorize (e.g. [o_proj]); empty: none, the stage only reports",
-    )
-    energy: float = Field(0.95, gt=0, le=1, description="share of (activation-weighted) spectral energy kept")
-    activation_aware: bool = Field(True, description="scale input columns by calibration RMS (ASVD) before SVD")
-    allow_masked: bool = Field(
-        False, description="also factorize pruned projections (their mask is retired: the product is dense)"
-    )
 
 
 class NovaqRefineParams(Params):

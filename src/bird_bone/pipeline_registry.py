@@ -7,12 +7,12 @@ from kedro.pipeline import Pipeline
 
 from bird_bone.pipelines.export.pipeline import create_pipeline as export
 from bird_bone.pipelines.hooks import wave_count
+from bird_bone.pipelines.loop.pipeline import create_pipeline as loop
 from bird_bone.pipelines.lowrank.pipeline import create_pipeline as lowrank
 from bird_bone.pipelines.novaq.pipeline import create_pipeline as novaq
 from bird_bone.pipelines.prune.pipeline import create_activations_pipeline as activations
 from bird_bone.pipelines.prune.pipeline import create_pipeline as prune
 from bird_bone.pipelines.seeding.pipeline import create_pipeline as seeding
-from bird_bone.pipelines.waves.pipeline import create_pipeline as waves
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -20,7 +20,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "seeding": seeding(),
         "activations": activations(),
         "prune": prune(),
-        "waves": waves(wave_count()),
+        "waves": loop(wave_count()),
         "lowrank": lowrank(),
         "export": export(),
         "novaq": novaq(),

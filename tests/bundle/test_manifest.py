@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
-from bird_bone.bundle.manifest import build_manifest, find_weight_files
+import pytest
+
+from bird_bone.bundle.manifest import build_manifest, find_weight_files, read_manifest
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "weight_manifest.py"
@@ -65,6 +68,16 @@ def test_absent_weights_keep_their_entry_unless_pruned(tmp_path):
     assert list(build_manifest(tmp_path, recorded, prune_missing=True)["files"]) == ["models/b.gguf"]
 
 
-def test_committed_manifest_is_valid():
-    data = json.loads((ROOT / "weights.manifest.json").read_text())
-    assert data["format"] == "bird-bone-weights" and isinstance(data["files"], dict)
+def test_committed_manifest_is_as_the_hook_writes_it_and_names_only_weight_files(tmp_path):
+    text = (ROOT / "weights.manifest.json").read_text()
+    data = read_manifest(ROOT / "weights.manifest.json")
+    assert text == json.dumps(data, indent=1) + "\n"  # byte for byte what update_manifest writes
+    assert set(data) == {"format", "version", "files"} and data["version"] == 1
+    for path, entry in data["files"].items():
+        assert set(entry) == {"sha256", "bytes"} and re.fullmatch("[0-9a-f]{64}", entry["sha256"]), path
+        assert isinstance(entry["bytes"], int) and entry["bytes"] >= 0, path
+        write(tmp_path / path, b"")
+    assert find_weight_files(tmp_path) == sorted(data["files"])  # every entry is a path the hook records
+    (tmp_path / "other.json").write_text(json.dumps({**data, "format": "something-else"}))
+    with pytest.raises(ValueError, match="is not a bird-bone weight manifest"):
+        read_manifest(tmp_path / "other.json")

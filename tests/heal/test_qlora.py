@@ -8,7 +8,7 @@ import torch
 
 from bird_bone.heal.qlora import distillation_loss, merge_lora_masked, micro_heal, quantize_linears_nf4
 from bird_bone.models.adapters import prunable_linears
-from bird_bone.prune.wave import prune_wave
+from bird_bone.prune.layerwise import prune_layers
 from tests.conftest import make_tiny_llama
 
 
@@ -23,7 +23,7 @@ def windows(vocab: int, n: int = 8, length: int = 32, seed: int = 0) -> torch.Te
 def test_heal_lowers_loss_and_keeps_every_pruned_weight_zero(base):
     model = make_tiny_llama(64)
     data = windows(64)
-    masks = prune_wave(model, "magnitude", 0.5)
+    masks = prune_layers(model, "magnitude", 0.5)
     before = {n: model.get_submodule(n).weight.detach().clone() for n in masks}
     result = micro_heal(model, data, masks, 25, learning_rate=1e-2, base=base, window_length=16, progress=False)
     assert len(result.loss) == 25 and result.merged_modules == 14
@@ -48,7 +48,7 @@ def test_heal_rejects_targets_that_match_nothing():
 
 def test_nf4_copy_keeps_pruned_zeros_exact():
     model = make_tiny_llama(64)
-    masks = prune_wave(model, "magnitude", 0.5)
+    masks = prune_layers(model, "magnitude", 0.5)
     quantize_linears_nf4(model, list(prunable_linears(model)))
     for name, mask in masks.items():
         layer = model.get_submodule(name)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bird_bone.heal.regrow import regrow, regrow_masks
-from bird_bone.prune.wave import prune_wave
+from bird_bone.prune.layerwise import prune_layers
 from tests.conftest import make_tiny_llama
 
 
@@ -26,7 +26,7 @@ def test_regrow_masks_rejects_fraction_out_of_range():
 
 def test_regrow_on_a_model_reopens_at_zero_and_keeps_requires_grad():
     model = make_tiny_llama(64)
-    masks = prune_wave(model, "magnitude", 0.5)
+    masks = prune_layers(model, "magnitude", 0.5)
     data = torch.randint(3, 64, (4, 16))
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     new, counts = regrow(model, data, masks, 0.05)

@@ -64,3 +64,22 @@ def test_unknown_export_type_fails_by_name(project):  # noqa: F811
     with pytest.raises(ParameterValidationError, match=r"export\.type"):
         run_session(project, {"export": {"type": "Q5_X"}}, pipeline="export")
     assert not (project / "models" / "export.gguf").exists()
+
+
+def test_the_node_quantizes_and_the_dataset_only_moves_the_file_and_keeps_its_summary(tmp_path, tiny_tokenizer):
+    from bird_bone.config import DataParams, ExportParams
+    from bird_bone.pipelines.export.datasets import GGUFDataset
+    from bird_bone.pipelines.export.nodes import quantize_gguf
+
+    checkpoint = Checkpoint(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, {"stage": "prune"})
+    data = DataParams(calibration={"source": "x", "windows": 2, "window_length": 16}, evaluation={"source": "x"})
+    staged = quantize_gguf(checkpoint, {}, data, ExportParams(type="F16", imatrix=False))
+    assert staged.staged.is_file() and staged.summary.type == "F16"  # the work is done in the node
+    dataset = GGUFDataset(filepath=str(tmp_path / "models/export.gguf"))
+    dataset.save(staged)
+    assert not staged.staged.parent.exists()  # the staging directory is gone
+    loaded = dataset.load()
+    assert loaded.path == str(tmp_path / "models/export.gguf") and loaded.size_bytes == staged.summary.size_bytes
+    assert loaded.vocab == staged.summary.vocab != {}  # the node's summary, not a new description of the file
+    assert describe_gguf(loaded.path).size_bytes == loaded.size_bytes
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["export.gguf"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bird_bone.pipelines import hooks
-from bird_bone.pipelines.waves.pipeline import create_pipeline
+from bird_bone.pipelines.loop.pipeline import create_pipeline
 
 
 def test_wave_count_reads_conf_when_no_run_has_set_it(tmp_path, monkeypatch):

@@ -71,7 +71,8 @@ def test_prune_pipeline_writes_masks_that_hold_in_the_checkpoint(tiny_project, m
     assert f"{method} ({pattern})" in report
     assert (tiny_project / "data/08_reporting/activation_heatmap.png").stat().st_size > 1000
     stats = load_tensors(tiny_project / "data/03_primary/activation_statistics.safetensors")
-    assert stats["model.layers.1.mlp.neuron_clusters"].max() <= 1
+    assert stats["model.layers.1.mlp.neuron_values"].shape == (64,)
+    assert not any(k.endswith("neuron_clusters") for k in stats)  # k-means only for the cluster-aware method
 
 
 def test_structured_pruning_through_kedro(tiny_project):
@@ -79,6 +80,11 @@ def test_structured_pruning_through_kedro(tiny_project):
     waves = json.loads((tiny_project / "data/08_reporting/prune_waves.json").read_text())
     assert waves[-1]["mlp_widths"] == [32, 32] and waves[-1]["neurons_removed"] == pytest.approx(0.5)
     assert load_checkpoint(tiny_project / "models/pruned").metadata["mlp_widths"] == [32, 32]
+    stats = load_tensors(tiny_project / "data/03_primary/activation_statistics.safetensors")
+    clusters = stats["model.layers.1.mlp.neuron_clusters"]
+    assert clusters.shape == (64,) and set(clusters.tolist()) == {0, 1}  # structured.clusters: 2
+    kept = load_tensors(tiny_project / "data/06_models/oneshot_masks/wave_2.safetensors")
+    assert {k: len(v) for k, v in kept.items()} == {f"model.layers.{i}.mlp.kept_neurons": 32 for i in (0, 1)}
 
 
 @pytest.mark.parametrize(

@@ -31,17 +31,33 @@ def tiny_project(project, tiny_model, tiny_tokenizer):
     return project
 
 
-def test_loop_runs_every_wave_and_keeps_masks_through_healing(tiny_project):
+def test_loop_runs_every_wave_and_keeps_masks_through_healing(tiny_project, monkeypatch):
+    import bird_bone.pipelines.datasets as datasets
+
+    reads = []  # every tensor file the run reads from disk
+    real = datasets.load_tensors
+    monkeypatch.setattr(datasets, "load_tensors", lambda path: reads.append(str(path)) or real(path))
     run_session(tiny_project, loop_params(tiny_project, waves=2, stop_loss={"enabled": False}), "__default__")
+    for name in ("evaluation_windows", "calibration_windows", "activation_statistics"):
+        assert len([p for p in reads if name in p]) <= 1, reads  # made in this run: cached, never read back
     records = [json.loads((tiny_project / f"data/08_reporting/waves/wave_{k}.json").read_text()) for k in (1, 2)]
     assert [r["status"] for r in records] == ["accepted", "accepted"]
     assert all(len(r["heal"]["loss"]) == 3 for r in records)
     masks = load_tensors(tiny_project / "data/06_models/masks/wave_2.safetensors")
+    assert sorted(p.name for p in (tiny_project / "data/06_models/masks").iterdir()) == [
+        "wave_1.safetensors",
+        "wave_2.safetensors",
+    ]  # the dense wave_0 has none
+    for k in (1, 2):  # written once: the wave's masks file is the checkpoint's, under a second name
+        assert (tiny_project / f"data/06_models/masks/wave_{k}.safetensors").samefile(
+            tiny_project / f"models/waves/wave_{k}/masks.safetensors"
+        )
     model = load_checkpoint(tiny_project / "models/compressed").model
+    dense = load_checkpoint(tiny_project / "models/baseline").model  # Wanda leaves kept weights as they were
     for name, mask in masks.items():
-        weight = model.get_submodule(name).weight
+        weight, before = model.get_submodule(name).weight, dense.get_submodule(name).weight
         assert (weight[mask] == 0).all(), name
-        assert (weight[~mask] != 0).float().mean() > 0.9, name  # healing touched the kept weights only
+        assert (weight[~mask] != before[~mask]).float().mean() > 0.9, name  # healing moved the kept weights
     # regrowth (epsilon 0 always triggers) re-opened 10 % of the pruned weights after pruning
     assert records[0]["regrown_fraction"] == pytest.approx(0.1, abs=0.02)
     assert records[1]["sparsity"] > records[0]["sparsity"]

@@ -1,8 +1,9 @@
 import torch
 
+from bird_bone.calibration.neurons import cluster_neurons, neuron_values
 from bird_bone.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bird_bone.models.adapters import mlp_widths
-from bird_bone.prune.structured import cluster_neurons, neuron_values, remove_neurons, select_neurons
+from bird_bone.prune.structured import remove_neurons, select_neurons
 
 
 def test_neuron_value_is_mean_activation_times_down_column_norm():

@@ -2,8 +2,9 @@
 
 Stored per linear ``<module>``: ``<module>.input_sq_norms`` (Wanda's ||X_j||^2), ``<module>.input_abs_mean``,
 optionally ``<module>.input_gram`` (X^T X: SparseGPT/GPTQ, and the importance matrix of GGUF
-quantization); per MLP ``<layer>.mlp.neuron_values`` and ``<layer>.mlp.neuron_clusters`` (k-means
-on activation patterns) for cluster-aware structured pruning. Also draws the heat-map.
+quantization); per MLP ``<layer>.mlp.neuron_values`` and, only when ``clusters`` is set (the
+cluster-aware structured method: its registry entry needs ``clusters``), ``<layer>.mlp.neuron_clusters``
+(k-means on activation patterns). Also draws the heat-map.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bird_bone.calibration.neurons import cluster_neurons, neuron_values
 from bird_bone.calibration.sequential import run_sequential
 from bird_bone.models.adapters import layer_prefix, mlp_projections
-from bird_bone.prune.structured import cluster_neurons, neuron_values
 
 
 def log_activations(
@@ -25,7 +26,10 @@ def log_activations(
     pattern_tokens: int = 256,
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Run the calibration windows layer by layer (the model is not changed) and collect stats."""
+    """Run the calibration windows layer by layer (the model is not changed) and collect stats.
+
+    ``clusters``: k-means clusters of MLP neurons per layer, on activation patterns over the first
+    ``pattern_tokens`` tokens; 0: neither patterns nor clusters are computed."""
     prefix, out = layer_prefix(model), {}
 
     def visit(index, layer, stats) -> bool:
@@ -39,10 +43,12 @@ def log_activations(
         down = stats.get("mlp.down_proj")
         if down is not None:
             out[f"{prefix}.{index}.mlp.neuron_values"] = neuron_values(mlp_projections(layer)[2].weight, down.abs_mean)
-            out[f"{prefix}.{index}.mlp.neuron_clusters"] = cluster_neurons(down.patterns(), clusters, seed)
+            if clusters:
+                out[f"{prefix}.{index}.mlp.neuron_clusters"] = cluster_neurons(down.patterns(), clusters, seed)
         return False
 
-    run_sequential(model, windows, visit, batch_size, gram, {"mlp.down_proj": pattern_tokens}, modifies=False)
+    patterns = {"mlp.down_proj": pattern_tokens} if clusters else None
+    run_sequential(model, windows, visit, batch_size, gram, patterns, modifies=False)
     return out
 
 

@@ -29,9 +29,8 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from tqdm.auto import tqdm
 
+from bird_bone.heal.config import LORA_TARGETS
 from bird_bone.models.adapters import prunable_linears
-
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -104,7 +103,7 @@ def micro_heal(
     alpha: float = 16.0,
     dropout: float = 0.0,
     learning_rate: float = 2e-4,
-    target_modules: Iterable[str] = DEFAULT_TARGETS,
+    target_modules: Iterable[str] = LORA_TARGETS,
     base: str = "nf4",
     batch_size: int = 2,
     window_length: int = 256,

@@ -5,6 +5,8 @@ The reading and writing itself lives in the pure library (``bird_bone.io``)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -12,8 +14,15 @@ from kedro.io import AbstractDataset
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.text import TextDataset
 
-from bird_bone.io.atomic import atomic_write_text
-from bird_bone.io.checkpoint import LINK_FILE, Checkpoint, load_checkpoint, save_checkpoint
+from bird_bone.io.atomic import atomic_path, atomic_write_text
+from bird_bone.io.checkpoint import (
+    LINK_FILE,
+    MASKS_FILE,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    weights_directory,
+)
 from bird_bone.io.tensors import load_tensors, save_tensors
 
 
@@ -22,11 +31,21 @@ class CheckpointDataset(AbstractDataset[Checkpoint, Checkpoint]):
 
     ``link_unchanged``: a checkpoint saved unchanged from another directory becomes a link to it
     (see :mod:`bird_bone.io.checkpoint`), so an accepted or reverted wave costs no second copy.
+    ``masks_link``: a second name for the checkpoint's masks file (a hard link, so the masks are
+    written once; an empty tensor file when the checkpoint has none), e.g. a wave's masks under
+    ``data/06_models/masks``.
     """
 
-    def __init__(self, path: str, link_unchanged: bool = False, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path: str,
+        link_unchanged: bool = False,
+        masks_link: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
         self._path = Path(path)
         self._link_unchanged = link_unchanged
+        self._masks_link = Path(masks_link) if masks_link else None
         self.metadata = metadata
 
     def load(self) -> Checkpoint:
@@ -34,12 +53,30 @@ class CheckpointDataset(AbstractDataset[Checkpoint, Checkpoint]):
 
     def save(self, data: Checkpoint) -> None:
         save_checkpoint(data, self._path, link_unchanged=self._link_unchanged)
+        if self._masks_link is not None:
+            _link_file(weights_directory(self._path) / MASKS_FILE, self._masks_link)
 
     def _exists(self) -> bool:
         return (self._path / "config.json").is_file() or (self._path / LINK_FILE).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        return {"path": str(self._path), "masks_link": str(self._masks_link) if self._masks_link else None}
+
+
+def _link_file(source: Path, target: Path) -> None:
+    """Give ``source`` the second name ``target`` atomically (a hard link where the filesystem
+    allows, else a copy); a missing ``source`` gives an empty safetensors file."""
+    if source.is_file() and target.is_file() and os.path.samefile(source, target):
+        return  # already (rename onto a second name of the same file would do nothing)
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        if not source.is_file():
+            save_tensors({}, tmp)
+            return
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 class TensorsDataset(AbstractDataset[dict, dict]):

@@ -5,7 +5,8 @@ activations over a fixed sample of calibration tokens), each neuron is valued by
 contribution mean|a_j| * ||W_down[:, j]||_2, and every wave removes the lowest-valued neurons,
 at most ``max_fraction_per_cluster`` of any one cluster, so no functional group is wiped out.
 Removed neurons are cut out of gate/up (rows) and down (columns): the model gets smaller and
-faster, not just sparser. k-means is scikit-learn's.
+faster, not just sparser. The neuron values and k-means clusters (scikit-learn's) are in
+:mod:`bird_bone.calibration.neurons`, which activation logging shares.
 """
 
 from __future__ import annotations
@@ -16,25 +17,11 @@ import math
 import torch
 from torch import nn
 
+from bird_bone.calibration.neurons import cluster_neurons, neuron_values
 from bird_bone.calibration.sequential import run_sequential
 from bird_bone.models.adapters import keep_neurons, layer_prefix, mlp_projections
 
 log = logging.getLogger(__name__)
-
-
-def neuron_values(down_weight: torch.Tensor, abs_mean: torch.Tensor) -> torch.Tensor:
-    """mean|a_j| * ||W_down[:, j]||_2 for each neuron j; ``down_weight`` is [hidden, neurons]."""
-    return abs_mean.float() * down_weight.detach().float().norm(dim=0)
-
-
-def cluster_neurons(patterns: torch.Tensor, clusters: int, seed: int = 0) -> torch.Tensor:
-    """k-means cluster id of each neuron from its activation pattern [neurons, tokens]."""
-    from sklearn.cluster import KMeans
-
-    clusters = min(clusters, patterns.shape[0])
-    features = torch.nn.functional.normalize(patterns.float(), dim=1).numpy()
-    labels = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit_predict(features)
-    return torch.as_tensor(labels, dtype=torch.long)
 
 
 def select_neurons(values: torch.Tensor, cluster_ids: torch.Tensor, count: int, max_fraction_per_cluster: float):

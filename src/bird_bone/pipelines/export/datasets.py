@@ -1,46 +1,46 @@
-"""Kedro dataset for a GGUF file: saving writes it (atomically) through bird_bone.export, loading
-describes the file on disk (type, size, bits per weight)."""
+"""Kedro dataset for a GGUF file. The export node writes (and quantizes) the file in a staging
+directory, since llama.cpp's quantizer works file to file; saving moves it into place atomically
+and keeps the node's summary, so a later node of the same run reads it without describing the
+file again. Loading in a fresh run describes the file on disk (type, size, bits per weight)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset
 
 from bird_bone.export.gguf import GGUFExport, describe_gguf
-from bird_bone.export.imatrix import ImatrixEntry
-from bird_bone.export.llamacpp_quantize import export_gguf
+from bird_bone.io.atomic import atomic_path
 
 
 @dataclass
-class GGUFArtifact:
-    """A model to write as GGUF, with the export type and the importance matrix to quantize with."""
+class StagedGGUF:
+    """A GGUF file written outside the catalog (``staged``) and what the writer said about it."""
 
-    model: Any
-    tokenizer: Any
-    type: str
-    imatrix: dict[str, ImatrixEntry] | None = None
-    metadata: dict = field(default_factory=dict)
-    name: str | None = None
-    pre_tokenizer: str | None = None
-    threads: int = 0
+    staged: Path
+    summary: GGUFExport
 
 
-class GGUFDataset(AbstractDataset[GGUFArtifact, GGUFExport]):
+class GGUFDataset(AbstractDataset[StagedGGUF, GGUFExport]):
     """One GGUF file (e.g. ``models/export.gguf``)."""
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
         self._filepath = Path(filepath)
+        self._saved: GGUFExport | None = None
         self.metadata = metadata
 
     def load(self) -> GGUFExport:
-        return describe_gguf(self._filepath)
+        return self._saved if self._saved is not None else describe_gguf(self._filepath)
 
-    def save(self, data: GGUFArtifact) -> None:
-        export_gguf(data.model, data.tokenizer, self._filepath, data.type, data.imatrix, data.metadata,
-                    data.pre_tokenizer, data.threads, data.name)  # fmt: skip
+    def save(self, data: StagedGGUF) -> None:
+        with atomic_path(self._filepath) as tmp:
+            shutil.move(data.staged, tmp)
+        shutil.rmtree(data.staged.parent, ignore_errors=True)
+        self._saved = dataclasses.replace(data.summary, path=str(self._filepath))
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

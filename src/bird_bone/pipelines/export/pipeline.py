@@ -10,10 +10,10 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                nodes.prepare_gguf,
+                nodes.quantize_gguf,
                 ["compressed_model", "prune.activation_statistics", "params:data", "params:export"],
                 "gguf_model",
-                name="prepare_gguf",
+                name="quantize_gguf",
             ),
             Node(
                 nodes.report_gguf,

@@ -18,9 +18,17 @@ log = logging.getLogger(__name__)
 
 
 def low_rank_merge(
-    checkpoint: Checkpoint, statistics: dict, windows: torch.Tensor, lowrank: LowRankParams, eval: EvalParams
+    checkpoint: Checkpoint,
+    statistics: dict,
+    windows: torch.Tensor,
+    loop_metrics: dict,
+    lowrank: LowRankParams,
+    eval: EvalParams,
 ):
     """The final compressed checkpoint and a JSON report of what factorization changed.
+
+    The perplexity before factorization is the loop's (``loop.metrics``, measured on the same
+    windows and batch size when its final wave was judged), not measured again.
 
     LoRA deltas are merged by the heal step of every wave (through the masks), so none remain here;
     the report says so. Pruned projections are skipped unless ``lowrank.allow_masked``: a product
@@ -47,7 +55,7 @@ def low_rank_merge(
         return checkpoint, report
     model = copy.deepcopy(checkpoint.model)
     before = parameter_count(model)
-    ppl_before = perplexity(model, windows, eval.batch_size).perplexity
+    ppl_before = loop_metrics["perplexity"]
     scales = None
     if lowrank.activation_aware:
         scales = {n: statistics[f"{n}.input_sq_norms"].sqrt() for n in names if f"{n}.input_sq_norms" in statistics}

@@ -14,6 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "loop.final_checkpoint",
                     "prune.activation_statistics",
                     "seeding.evaluation_windows",
+                    "loop.metrics",
                     "params:lowrank",
                     "params:eval",
                 ],

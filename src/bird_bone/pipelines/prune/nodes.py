@@ -11,10 +11,10 @@ from bird_bone.config import DataParams, PruneParams
 from bird_bone.data.text import load_text
 from bird_bone.data.windows import calibration_windows, tokenize_text
 from bird_bone.io.checkpoint import Checkpoint
-from bird_bone.models.adapters import mlp_widths
+from bird_bone.prune.layerwise import sparsity_summary
+from bird_bone.prune.registry import PRUNERS
 from bird_bone.prune.report import render_prune_report
-from bird_bone.prune.structured import remove_neurons
-from bird_bone.prune.wave import check_pattern, prune_in_waves, sparsity_schedule
+from bird_bone.prune.step import PruneStep, neurons_removed, prune_step
 
 
 def make_calibration_windows(checkpoint: Checkpoint, data: DataParams) -> tuple[torch.Tensor, dict]:
@@ -26,65 +26,42 @@ def make_calibration_windows(checkpoint: Checkpoint, data: DataParams) -> tuple[
 
 
 def log_activation_statistics(checkpoint: Checkpoint, windows: torch.Tensor, data: DataParams, prune: PruneParams):
-    s = prune.structured
-    stats = log_activations(
-        checkpoint.model,
-        windows,
-        data.calibration.batch_size,
-        prune.save_gram,
-        s.clusters,
-        s.pattern_tokens,
-        data.calibration.seed,
-    )
+    """One calibration pass: k-means clusters only when the method's registry entry needs them."""
+    s, seed = prune.structured, data.calibration.seed
+    clusters = s.clusters if "clusters" in PRUNERS[prune.method].statistics else 0
+    stats = log_activations(checkpoint.model, windows, data.calibration.batch_size, prune.save_gram, clusters,
+                            s.pattern_tokens, seed)  # fmt: skip
     return stats, activation_heatmap(stats, windows.numel())
 
 
 def prune_model(checkpoint: Checkpoint, windows: torch.Tensor, data: DataParams, prune: PruneParams):
-    model = copy.deepcopy(checkpoint.model)  # the baseline stays intact for later comparisons
-    if prune.method == "structured":
-        partitions, summaries = _remove_neurons_in_waves(model, windows, data, prune)
-    else:
-        n, m = prune.nm
-        check_pattern(model, n, m)
-        schedule = sparsity_schedule(prune.target_sparsity, prune.waves, prune.schedule)
-        wave_masks, summaries = prune_in_waves(
-            model,
-            windows,
-            prune.method,
-            schedule,
-            n,
-            m,
-            blocksize=prune.blocksize,
-            percdamp=prune.percdamp,
-            batch_size=data.calibration.batch_size,
-            include_embeddings=prune.prune_embeddings,
-            true_sequential=prune.true_sequential,
-        )
-        partitions = {f"wave_{k}": masks for k, masks in enumerate(wave_masks, start=1)}
+    """``prune.waves`` pruning steps without healing, on a copy (the baseline stays intact)."""
+    model = copy.deepcopy(checkpoint.model)
+    calibration, step, partitions, summaries = data.calibration, PruneStep(), {}, []
+    for k in range(1, prune.waves + 1):
+        step = prune_step(
+            model, prune.method, prune.amount(k), windows, step.masks, step.kept,
+            batch_size=calibration.batch_size, seed=calibration.seed, **prune.options(),
+        )  # fmt: skip
+        partitions[f"wave_{k}"], summary = _step_summary(model, prune, k, step)
+        summaries.append(summary)
     metadata = {**checkpoint.metadata, "stage": "prune", "prune": prune.model_dump()}
     return Checkpoint(model, checkpoint.tokenizer, metadata), partitions, summaries
 
 
-def _remove_neurons_in_waves(model, windows, data: DataParams, prune: PruneParams) -> tuple[dict, list]:
-    s, kept, partitions, summaries = prune.structured, {}, {}, []
-    for k in range(1, prune.waves + 1):
-        kept = remove_neurons(
-            model,
-            windows,
-            s.fraction * k,
-            s.max_fraction_per_cluster,
-            s.clusters,
-            s.pattern_tokens,
-            data.calibration.seed,
-            data.calibration.batch_size,
-            kept,
-            s.width_multiple,
-        )
-        widths = mlp_widths(model)
-        partitions[f"wave_{k}"] = {f"{name}.kept_neurons": index for name, index in kept.items()}
-        removed = 1 - sum(widths) / (len(widths) * model.config.intermediate_size)
-        summaries.append({"wave": k, "pattern": "structured", "neurons_removed": removed, "mlp_widths": widths})
-    return partitions, summaries
+def _step_summary(model, prune: PruneParams, k: int, step) -> tuple[dict, dict]:
+    """The step's partition (masks, or the kept neurons' indices) and its JSON-ready summary."""
+    if prune.removes_neurons:
+        kept = {f"{name}.kept_neurons": index for name, index in step.kept.items()}
+        return kept, {"wave": k, "pattern": "structured", **neurons_removed(model)}
+    n, m = prune.nm
+    summary = {
+        "wave": k,
+        "target_sparsity": None if n else prune.target(k),
+        "pattern": f"{n}:{m}" if n else "unstructured",
+    }
+    masks = {name: mask.clone() for name, mask in step.masks.items()}
+    return masks, {**summary, **sparsity_summary(step.masks), "seconds": step.seconds}
 
 
 def build_prune_report(

@@ -1,5 +1,5 @@
-"""Waves ``wave_1`` ... ``wave_N`` (N from ``prune.waves``), each a namespace with its checkpoint,
-masks, record and state in the catalog, then the loop report in namespace ``loop``. ``wave_0`` is
+"""Waves ``wave_1`` ... ``wave_N`` (N from ``prune.waves``), each a namespace with its checkpoint
+(masks included), record and state in the catalog, then the loop report in namespace ``loop``. ``wave_0`` is
 the dense baseline the loop starts from."""
 
 from kedro.pipeline import Node, Pipeline
@@ -8,7 +8,7 @@ WAVE_PARAMS = ["params:prune", "params:heal", "params:regrow", "params:stop_loss
 
 
 def create_pipeline(waves: int = 1, **kwargs) -> Pipeline:
-    from bird_bone.pipelines.waves import nodes
+    from bird_bone.pipelines.loop import nodes
 
     pipeline_nodes = [
         Node(
@@ -40,7 +40,7 @@ def create_pipeline(waves: int = 1, **kwargs) -> Pipeline:
                     "seeding.evaluation_windows",
                     *WAVE_PARAMS,
                 ],
-                [f"{w}.checkpoint", f"{w}.accepted", f"{w}.masks", f"{w}.record", f"{w}.state"],
+                [f"{w}.checkpoint", f"{w}.accepted", f"{w}.record", f"{w}.state"],
                 name="prune_heal_check",
                 namespace=w,
             )

@@ -1,14 +1,14 @@
-"""One pruning wave over a whole model, and the schedule of waves ("slow radius").
+"""Layer-wise mask pruning of a whole model: one pass over the decoder layers with a mask method
+of the registry (magnitude, Wanda, SparseGPT).
 
-A wave prunes every decoder-layer linear to a cumulative sparsity with one method; weights pruned
-by earlier waves stay pruned (their masks are passed in) and the wave returns the new masks.
-Embeddings and the LM head are never touched here: they are not decoder-layer linears.
+A pass prunes every decoder-layer linear to a cumulative sparsity; weights pruned by earlier passes
+stay pruned (their masks are passed in) and the pass returns the new masks. Embeddings and the LM
+head are never touched unless asked: they are not decoder-layer linears.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Literal
 
 import torch
@@ -18,24 +18,9 @@ from bird_bone.calibration.sequential import run_sequential, run_true_sequential
 from bird_bone.models.adapters import decoder_layers, layer_prefix, linear_modules, prunable_linears
 from bird_bone.prune.magnitude import magnitude_scores
 from bird_bone.prune.masks import apply_mask, check_nm, select_mask
-from bird_bone.prune.sparsegpt import sparsegpt_prune_many
-from bird_bone.prune.wanda import wanda_scores
+from bird_bone.prune.registry import Pruner, pruner
 
 log = logging.getLogger(__name__)
-METHODS = ("magnitude", "wanda", "sparsegpt")
-
-
-def sparsity_schedule(target: float, waves: int, kind: str = "linear") -> list[float]:
-    """Cumulative sparsity after each wave. ``cubic``: Zhu & Gupta (2017) eq. 1, prunes fast early."""
-    if not 0.0 <= target < 1.0:
-        raise ValueError(f"target sparsity must be in [0, 1), got {target}")
-    if waves < 1:
-        raise ValueError(f"waves must be >= 1, got {waves}")
-    if kind == "linear":
-        return [target * (k + 1) / waves for k in range(waves)]
-    if kind == "cubic":
-        return [target * (1 - (1 - (k + 1) / waves) ** 3) for k in range(waves)]
-    raise ValueError(f"unknown schedule '{kind}' (linear, cubic)")
 
 
 def check_pattern(model: nn.Module, n: int, m: int) -> None:
@@ -45,19 +30,16 @@ def check_pattern(model: nn.Module, n: int, m: int) -> None:
             check_nm(n, m, module.in_features, name)
 
 
-def _mask_group(modules, stats, method, sparsity, n, m, priors, blocksize, percdamp) -> list[torch.Tensor]:
+def _mask_group(modules, stats, method: Pruner, sparsity, n, m, priors, blocksize, percdamp) -> list[torch.Tensor]:
     """Prune linears that share one input (and so ``stats``) in place; their masks, in order."""
     weights = [module.weight.data for module in modules]
-    if method == "sparsegpt":
-        solved = sparsegpt_prune_many(weights, stats.hessian, sparsity, n, m, blocksize, percdamp, priors)
+    if method.solve is not None:
+        solved = method.solve(weights, stats.hessian, sparsity, n, m, blocksize, percdamp, priors)
         for weight, (new_weight, _) in zip(weights, solved):
             weight.copy_(new_weight)
         masks = [mask for _, mask in solved]
-    elif method == "wanda":
-        norms = stats.sq_norms
-        masks = [select_mask(wanda_scores(w, norms), sparsity, n, m, "row", p) for w, p in zip(weights, priors)]
     else:
-        masks = [select_mask(magnitude_scores(w), sparsity, n, m, "layer", p) for w, p in zip(weights, priors)]
+        masks = [select_mask(method.score(w, stats), sparsity, n, m, method.scope, p) for w, p in zip(weights, priors)]
     for weight, mask in zip(weights, masks):
         apply_mask(weight, mask)
     return masks
@@ -72,11 +54,12 @@ def auto_true_sequential(method: str, n: int = 0, m: int = 0) -> bool:
     Wanda 50 %, SparseGPT 50 % and SparseGPT 2:4 landed within 5 % either way (3-6 cases each). Wanda
     never updates the weights it keeps, and 2:4 cuts half of every group of four, so scoring a
     layer's later linears on inputs already shifted by those cuts goes uncorrected; SparseGPT
-    reconstructs each output on the inputs it sees."""
-    return not (method == "wanda" and n and m)
+    reconstructs each output on the inputs it sees. The registry holds the choice
+    (``Pruner.nm_true_sequential``)."""
+    return not (n and m) or pruner(method).nm_true_sequential
 
 
-def prune_wave(
+def prune_layers(
     model: nn.Module,
     method: str,
     sparsity: float,
@@ -101,8 +84,9 @@ def prune_wave(
     ``include_embeddings``: also prune the input embeddings (by magnitude, per token row; with
     tied weights this prunes the LM head too). Off by default: they stay dense.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method '{method}' (choose from {', '.join(METHODS)})")
+    entry = pruner(method)
+    if entry.remove is not None:
+        raise ValueError(f"pruning method '{method}' removes neurons, it makes no masks (see prune.step)")
     check_pattern(model, n, m)
     if true_sequential == "auto":
         true_sequential = auto_true_sequential(method, n, m)
@@ -115,7 +99,7 @@ def prune_wave(
     def visit_group(index, modules, stats) -> None:
         names = [f"{prefix}.{index}.{name}" for name in modules]
         priors = [prior_masks.get(name) for name in names]
-        group_masks = _mask_group(list(modules.values()), stats, method, sparsity, n, m, priors, blocksize, percdamp)
+        group_masks = _mask_group(list(modules.values()), stats, entry, sparsity, n, m, priors, blocksize, percdamp)
         masks.update(zip(names, group_masks))
 
     def visit(index, layer, stats) -> bool:
@@ -132,8 +116,8 @@ def prune_wave(
             magnitude_scores(embedding.weight), sparsity, scope="row", pruned=prior_masks.get(name)
         )
         apply_mask(embedding.weight.data, masks[name])
-    gram = method == "sparsegpt"
-    if method == "magnitude":  # needs no calibration data
+    gram = "gram" in entry.statistics
+    if not entry.statistics:  # e.g. magnitude: needs no calibration data
         for index, layer in enumerate(decoder_layers(model)):
             for name, module in linear_modules(layer).items():
                 visit_group(index, {name: module}, None)
@@ -143,7 +127,7 @@ def prune_wave(
         run_true_sequential(model, windows, visit_group, gram=gram, batch_size=batch_size)
     else:
         run_sequential(model, windows, visit, batch_size=batch_size, gram=gram, abs_values=False)
-    log.info("%s wave to %s: sparsity %.4f", method, f"{n}:{m}" if n else f"{sparsity:.3f}", mask_sparsity(masks))
+    log.info("%s pass to %s: sparsity %.4f", method, f"{n}:{m}" if n else f"{sparsity:.3f}", mask_sparsity(masks))
     return masks
 
 
@@ -165,34 +149,3 @@ def sparsity_summary(masks: dict[str, torch.Tensor]) -> dict:
         "layers": layers,
         "pruned_weights": sum(int(m.sum()) for m in masks.values()),
     }
-
-
-def prune_in_waves(
-    model: nn.Module,
-    windows: torch.Tensor | None,
-    method: str,
-    schedule: list[float],
-    n: int = 0,
-    m: int = 0,
-    on_wave=None,
-    **options,
-) -> tuple[list[dict[str, torch.Tensor]], list[dict]]:
-    """Run one wave per cumulative sparsity in ``schedule`` (each keeps the earlier masks).
-
-    ``on_wave(k, masks)`` runs after wave ``k`` (1-based), e.g. to heal or remove neurons.
-    Returns the masks after every wave and a JSON-ready summary of each.
-    """
-    all_masks, summaries, masks = [], [], {}
-    for k, sparsity in enumerate(schedule, start=1):
-        start = time.perf_counter()
-        masks = prune_wave(model, method, sparsity, windows, n, m, prior_masks=masks, **options)
-        if on_wave is not None:
-            on_wave(k, masks)
-        summary = {
-            "wave": k,
-            "target_sparsity": None if n else sparsity,
-            "pattern": f"{n}:{m}" if n else "unstructured",
-        }
-        summaries.append({**summary, **sparsity_summary(masks), "seconds": time.perf_counter() - start})
-        all_masks.append({name: mask.clone() for name, mask in masks.items()})
-    return all_masks, summaries
