@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bird_bone.errors import ModelLoadError
-from bird_bone.io.download import DownloadError, download
+from bird_bone.io.download import DownloadError, cache_name, download
 from bird_bone.models.ollama import resolve_ollama, split_name
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
@@ -54,7 +54,7 @@ def test_ollama_blob_missing_or_resized_is_reported(tmp_path):
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Serves PAYLOAD with Range support; the first full request is cut off half-way."""
+    """Serves PAYLOAD with Range support and an ETag; the first full request is cut off half-way."""
 
     ranges: list = []
     cut_first = True
@@ -71,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         body = PAYLOAD[start:]
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", '"v1"')
         self.end_headers()
         if Handler.cut_first and not header:
             Handler.cut_first = False
@@ -98,7 +99,8 @@ def server():
 def test_download_resumes_and_checks_sha256(server, tmp_path):
     digest = hashlib.sha256(PAYLOAD).hexdigest()
     path = download(f"{server}/model.gguf", tmp_path, max_bytes=1 << 20, sha256=digest, progress=False)
-    assert path.read_bytes() == PAYLOAD and path.name == "model.gguf"
+    assert path.read_bytes() == PAYLOAD and path.name == cache_name(f"{server}/model.gguf")
+    assert path.name.endswith("-model.gguf")
     assert Handler.ranges == [None, f"bytes={len(PAYLOAD) // 2}-"]  # resumed where it was cut
     assert not list(tmp_path.glob("*.part"))
     again = download(f"{server}/model.gguf", tmp_path, max_bytes=1 << 20, sha256=digest, progress=False)
@@ -111,4 +113,4 @@ def test_download_size_limit_and_bad_checksum(server, tmp_path):
     Handler.cut_first = False
     with pytest.raises(DownloadError, match="does not match"):
         download(f"{server}/m.gguf", tmp_path / "b", max_bytes=1 << 20, sha256="0" * 64, progress=False)
-    assert not (tmp_path / "b" / "m.gguf").exists()
+    assert not list((tmp_path / "b").iterdir())  # neither the file nor its partial download is kept
