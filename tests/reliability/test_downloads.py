@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bird_bone.cli.novaq import main
-from bird_bone.io.download import DownloadError, download
+from bird_bone.io.download import DownloadError, cache_name, download
 
 pytestmark = pytest.mark.timeout(60)
 OLD = bytes(range(256)) * 200  # 51,200 bytes
@@ -86,8 +86,15 @@ def left_behind(cache) -> list:
 
 def test_resume_sends_if_range_with_the_first_etag(server, tmp_path):
     path = fetch(f"{server}/m.gguf", tmp_path)
-    assert path.read_bytes() == OLD
+    assert path.read_bytes() == OLD and path.name == cache_name(f"{server}/m.gguf") and path.name.endswith("-m.gguf")
     assert Server.requests[1]["Range"] == f"bytes={len(OLD) // 2}-" and Server.requests[1]["If-Range"] == '"old"'
+    assert fetch(f"{server}/m.gguf", tmp_path) == path and len(Server.requests) == 2  # cached: no request
+
+
+def test_the_size_limit_is_checked_before_writing(server, tmp_path):
+    with pytest.raises(DownloadError, match="exceed the size limit of 1000 bytes"):
+        download(f"{server}/m.gguf", tmp_path, max_bytes=1000, timeout=5, progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("honour_if_range", [True, False])
