@@ -34,6 +34,7 @@ from bird_bone.io.atomic import sha256_file
 
 DEFAULT_PROMPTS = ("The capital of France is", "Bones grow where they are loaded and", "def add(a, b):")
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
 
 
 def load_manifest(path: str | Path) -> tuple[Path, dict]:
@@ -63,7 +64,12 @@ def safe_path(root: Path, relative: object, field: str) -> Path:
     pure = PurePosixPath(relative)
     if pure.is_absolute() or ".." in pure.parts:
         raise NovaqFormatError(f"{root / MANIFEST}: {field} = {relative!r} points outside {root}")
-    resolved = (root / pure).resolve()
+    if len(relative) > 1024 or any(len(part) > 255 for part in pure.parts):
+        raise NovaqFormatError(f"{root / MANIFEST}: {field} is too long a path: {relative[:40]!r}...")
+    try:
+        resolved = (root / pure).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder
+        raise NovaqFormatError(f"{root / MANIFEST}: {field} = {relative!r} cannot be resolved ({exc})") from None
     if not resolved.is_relative_to(root.resolve()):
         raise NovaqFormatError(f"{root / MANIFEST}: {field} = {relative!r} points outside {root} (symlink?)")
     return resolved
@@ -97,15 +103,22 @@ def _load_shard(root: Path, name: str) -> dict[str, torch.Tensor]:
         raise NovaqFormatError(f"{path} is not a valid safetensors shard: {exc}") from None
 
 
-def _skeleton(root: Path, manifest: dict):
+def _check_sizes(root: Path, config: dict, manifest: Manifest) -> None:
+    """Layer counts and widths of the config no larger than the tensors can hold (cheap, before any
+    model is built: a width of 10**12 must not reach transformers)."""
+    widest = max(max(entry.shape) for entry in manifest.tensors.values())
+    for key, bound in [*((k, len(manifest.tensors)) for k in LAYER_KEYS), *((k, widest) for k in SIZE_KEYS)]:
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= bound):
+            raise NovaqFormatError(f"{root / MANIFEST}: field model.config.{key} = {value!r} does not fit the tensors")
+
+
+def _skeleton(root: Path, manifest: dict, checked: Manifest):
     """(transformers config, model on the meta device): the parameter shapes, nothing allocated."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config_dict = dict(manifest["model"]["config"])
-    for key in LAYER_KEYS:  # every layer has weights: more layers than tensors cannot be right
-        layers = config_dict.get(key)
-        if layers is not None and (not isinstance(layers, int) or not 0 < layers <= len(manifest["tensors"])):
-            raise NovaqFormatError(f"{root / MANIFEST}: field model.config.{key} = {layers!r} is not possible here")
+    _check_sizes(root, config_dict, checked)
     try:
         config = AutoConfig.for_model(**config_dict)
         with torch.device("meta"):
@@ -133,12 +146,12 @@ def build_model(root: Path, manifest: dict, checked: Manifest | None = None) -> 
     from transformers import AutoModelForCausalLM
 
     checked = checked or Manifest.model_validate_json(json.dumps(manifest))
-    config, skeleton = _skeleton(root, manifest)
-    _check_shapes(root, checked, skeleton)
-    del skeleton
     shards = {name: _load_shard(root, name) for name in sorted({e.shard for e in checked.tensors.values()})}
     for name, entry in checked.tensors.items():
         check_entry(name, entry, shards[entry.shard])
+    config, skeleton = _skeleton(root, manifest, checked)
+    _check_shapes(root, checked, skeleton)
+    del skeleton
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -190,7 +203,12 @@ def reference_logits(model: nn.Module, tokenizer, prompts=DEFAULT_PROMPTS) -> di
 def _prompt_difference(model: nn.Module, rec: dict, vocab: int, path) -> float:
     if max(rec["input_ids"]) >= vocab or max(max(r) for r in rec["top_ids"]) >= vocab:
         raise NovaqFormatError(f"{path}: verification prompt {rec['prompt']!r} holds a token id >= {vocab}")
-    logits = model(input_ids=torch.tensor([rec["input_ids"]]), use_cache=False).logits[0].float()
+    try:
+        logits = model(input_ids=torch.tensor([rec["input_ids"]]), use_cache=False, return_dict=True).logits[0]
+    except Exception as exc:  # noqa: BLE001 - the forward runs on a config read from the file
+        message = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise NovaqFormatError(f"{path}: the model of field model.config does not run ({message})") from None
+    logits = logits.float()
     got = torch.gather(logits, 1, torch.tensor(rec["top_ids"]))
     return max(
         float((got - torch.tensor(rec["top_logits"])).abs().max()),
