@@ -85,3 +85,11 @@ def test_help_and_usage_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["hf"])
     assert exc.value.code == 2
+
+
+def test_verbose_adds_the_traceback_before_the_one_line_error(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "none")]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["--verbose", "validate", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("Traceback") and err[-1].startswith("novaq: error: ") and "manifest.json" in err[-1]
