@@ -127,7 +127,12 @@ def test_raising_the_recorded_tolerance_does_not_pass_changed_logits(pristine):
 
 def test_an_edited_config_fails_validate(pristine, capsys):
     path, manifest = pristine
-    edited(path, manifest, lambda m: m["model"]["config"].__setitem__("rms_norm_eps", 0.5), reseal=False)
+
+    def tamper(m):  # the case: the model config edited and the tolerance raised to hide it
+        m["model"]["config"]["rms_norm_eps"] = 0.5
+        m["verification"]["atol"] = 100.0
+
+    edited(path, manifest, tamper, reseal=False)
     assert main(["validate", str(path)]) == 1
     assert "manifest_sha256 mismatch" in capsys.readouterr().err
     write(path, manifest, reseal=False)
