@@ -14,9 +14,9 @@ import argparse
 import json
 import logging
 import sys
-import traceback
 from pathlib import Path
 
+from bird_bone.cli.errors import USER_ERRORS, report_error
 from bird_bone.errors import BirdBoneError
 from bird_bone.export.gguf import EXPORT_TYPES
 
@@ -69,11 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_imatrix(args.imatrix_out, imatrix, chunk_size=512, datasets=[str(args.imatrix_stats)])
         result = export_gguf(model, tokenizer, args.out, args.type, imatrix, metadata, args.pre_tokenizer,
                              args.threads, args.name)  # fmt: skip
-    except (BirdBoneError, OSError) as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"export_gguf: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
+    except (BirdBoneError, *USER_ERRORS) as exc:
+        return report_error("export_gguf", exc, args.verbose)
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 

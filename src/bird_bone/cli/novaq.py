@@ -15,10 +15,10 @@ import argparse
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
 from bird_bone.cli import novaq_commands as commands
+from bird_bone.cli.errors import USER_ERRORS, report_error
 from bird_bone.errors import BirdBoneError
 
 log = logging.getLogger("novaq")
@@ -95,12 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(int(os.environ.get("NOVAQ_NUM_THREADS") or min(os.cpu_count() or 1, 8)))
         return commands.run(args)
-    except (BirdBoneError, ValueError, OSError) as exc:
-        if args.verbose:
-            traceback.print_exc()
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"novaq: error: {message}", file=sys.stderr)
-        return 1
+    except (BirdBoneError, *USER_ERRORS) as exc:
+        return report_error("novaq", exc, args.verbose)
     except KeyboardInterrupt:
         print("novaq: interrupted", file=sys.stderr)
         return 130
