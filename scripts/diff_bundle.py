@@ -17,6 +17,8 @@ from pathlib import Path
 
 from bird_bone.bundle.sources import DirectoryFiles
 from bird_bone.bundle.writer import write_bundle
+from bird_bone.cli.errors import USER_ERRORS, report_error
+from bird_bone.errors import BirdBoneError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,14 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="VERSION",
         help="tag the commit v<VERSION> (default: the version in pyproject.toml)",
     )
+    parser.add_argument("--verbose", action="store_true", help="print the full traceback of an error")
     args = parser.parse_args(argv)
-    old_run = DirectoryFiles(args.old_run) if args.old_run else None
-    new_run = DirectoryFiles(args.new_run) if args.new_run else None
-    bundle = write_bundle(args.repo, args.commit, args.parent, args.out, old_run, new_run)
-    print(bundle)
-    if args.release:
-        tag = release(args.repo, args.commit, bundle, args.release)
-        print(f"tagged {tag}")
+    try:
+        old_run = DirectoryFiles(args.old_run) if args.old_run else None
+        new_run = DirectoryFiles(args.new_run) if args.new_run else None
+        bundle = write_bundle(args.repo, args.commit, args.parent, args.out, old_run, new_run)
+        print(bundle)
+        if args.release:
+            print(f"tagged {release(args.repo, args.commit, bundle, args.release)}")
+    except (BirdBoneError, *USER_ERRORS) as exc:
+        return report_error("diff_bundle", exc, args.verbose)
     return 0
 
 

@@ -5,7 +5,7 @@
         --imatrix-stats data/03_primary/activation_statistics.safetensors --calibration-tokens 16384
     python scripts/export_gguf.py --ckpt models/novaq --out models/novaq-q8_0.gguf --type Q8_0
 
-Errors are one line on stderr, exit status 1.
+Errors are one line on stderr, exit status 1 (the full traceback with --verbose).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from bird_bone.cli.errors import USER_ERRORS, report_error
 from bird_bone.errors import BirdBoneError
 from bird_bone.export.gguf import EXPORT_TYPES
 
@@ -31,18 +32,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name (default: from the tokenizer)")
     p.add_argument("--name", help="general.name written in the file")
     p.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
+    p.add_argument("--verbose", action="store_true", help="print the full traceback of an error")
     return p.parse_args(argv)
 
 
 def load_source(path: Path):
-    """(model, tokenizer, metadata) of a checkpoint directory or a NOVAQ directory (dequantized)."""
-    from bird_bone.export.novaq_format import MANIFEST
+    """(model, tokenizer, metadata) of a checkpoint directory or a NOVAQ directory (dequantized,
+    after every check ``novaq validate`` makes, logits included)."""
+    from bird_bone.export.novaq_schema import MANIFEST
 
     if (path / MANIFEST).is_file():
-        from bird_bone.export.novaq_read import read_novaq
+        from bird_bone.export.novaq_read import read_novaq, verify_logits
 
         model, tokenizer, manifest = read_novaq(path)
-        return model, tokenizer, {"stage": "novaq", "novaq_parameters": manifest.get("parameters")}
+        verify_logits(model, manifest, path)
+        return model, tokenizer, {"stage": "novaq", "novaq_parameters": manifest.get("novaq")}
     from bird_bone.io.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(path)
@@ -65,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_imatrix(args.imatrix_out, imatrix, chunk_size=512, datasets=[str(args.imatrix_stats)])
         result = export_gguf(model, tokenizer, args.out, args.type, imatrix, metadata, args.pre_tokenizer,
                              args.threads, args.name)  # fmt: skip
-    except BirdBoneError as exc:
-        print(f"export_gguf: {exc}", file=sys.stderr)
-        return 1
+    except (BirdBoneError, *USER_ERRORS) as exc:
+        return report_error("export_gguf", exc, args.verbose)
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from bird_bone.bundle.manifest import build_manifest, read_manifest, update_manifest
+from bird_bone.cli.errors import USER_ERRORS, report_error
+from bird_bone.errors import BirdBoneError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=None, help="default: <root>/weights.manifest.json")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if out of date")
     parser.add_argument("--prune", action="store_true", help="drop entries of files absent here")
+    parser.add_argument("--verbose", action="store_true", help="print the full traceback of an error")
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (BirdBoneError, *USER_ERRORS) as exc:
+        return report_error("weight_manifest", exc, args.verbose)
+
+
+def run(args: argparse.Namespace) -> int:
     manifest = args.manifest or args.root / "weights.manifest.json"
     if args.check:
         stale = read_manifest(manifest) != build_manifest(args.root, read_manifest(manifest), args.prune)

@@ -28,8 +28,6 @@ __all__ = [
     "HealParams",
     "LowRankParams",
     "ModelParams",
-    "NovaqParams",
-    "NovaqRefineParams",
     "ParameterError",
     "Params",
     "PruneParams",
@@ -76,45 +74,6 @@ class EvalParams(Params):
     throughput_batches: int = Field(2, ge=1, description="batches timed for tokens/s")
     tasks: list[str] = Field(default_factory=lambda: ["bird_bone_canary"], description="lm-eval tasks")
     task_limit: int | None = Field(None, ge=1, description="examples per lm-eval task (None: all)")
-
-
-class NovaqRefineParams(Params):
-    enabled: bool = Field(True, description="run stage 3, teacher-guided refinement of the codebooks")
-    max_iterations: int = Field(50, ge=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    temperature: float = Field(1.0, gt=0, description="T of KL(p_teacher || p_student)")
-    kl_weight: float = Field(1.0, ge=0)
-    cosine_weight: float = Field(0.1, ge=0, description="lambda of sum over layers (1 - cos(h_t, h_s))")
-    tune_scales: bool = Field(True, description="also tune per-row means and row scales")
-    calibration_windows: int = Field(32, ge=1)
-    window_length: int = Field(256, ge=2)
-    batch_size: int = Field(1, ge=1)
-    seed: int = 0
-
-
-class NovaqParams(Params):
-    section: ClassVar[str] = "novaq"
-    subspaces: int = Field(4, ge=1, le=64, description="weights per sub-vector")
-    codebook_size: int = Field(16, ge=2, le=65536, description="K1, primary codebook entries")
-    residual_codebook_size: int = Field(4, ge=1, le=65536, description="K2, residual codebook entries")
-    outlier_threshold: float = Field(0.01, ge=0, le=1, description="fraction of rows rescaled (1: all)")
-    group_rows: int = Field(0, ge=0, description="rows of a codebook tile (codebook scope); 0: all rows")
-    group_cols: int = Field(0, ge=0, description="columns of a codebook tile; 0: all columns")
-    hessian_aware: bool = Field(
-        True, description="GPTVQ: Hessian-weighted k-means and assignment with error feedback (calibration)"
-    )
-    percdamp: float = Field(0.01, gt=0, le=1, description="Hessian dampening, fraction of mean(diag H)")
-    kmeans_iterations: int = Field(10, ge=1)
-    kmeans_samples: int = Field(16384, ge=0, description="vectors per codebook k-means fits on (0: all)")
-    codebook_update_iterations: int = Field(
-        4, ge=0, description="GPTVQ codebook update: L-BFGS steps on codebooks and means, indices fixed (0: off)"
-    )
-    seed: int = 0
-    activation_aware: bool = Field(False, description="weight k-means by calibration E[x_j^2] per input column")
-    include_embeddings: bool = Field(False, description="also quantize token embeddings / output head")
-    dense_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
-    teacher_model: str | None = Field(None, description="model spec of the teacher (default: the original)")
-    refine: NovaqRefineParams = Field(default_factory=NovaqRefineParams)
 
 
 class ExportParams(Params):

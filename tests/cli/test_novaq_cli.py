@@ -43,7 +43,7 @@ def test_local_compress_then_validate_stats_info(tiny_dir, capsys):
     assert main(["stats", str(out), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["compression_vs_fp16"] > 1 and stats["bits_by_kind"]["indices"] > 0
-    assert main(["info", str(out)]) == 0 and "novaq v2" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0 and "novaq v3" in capsys.readouterr().out
     code = main(["benchmark", str(out), "--original-model", str(tiny_dir / "tiny"), "--text", text, "--windows",
                  "2", "--window-length", "16", "--no-progress"])  # fmt: skip
     table = capsys.readouterr().out
@@ -85,3 +85,11 @@ def test_help_and_usage_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["hf"])
     assert exc.value.code == 2
+
+
+def test_verbose_adds_the_traceback_before_the_one_line_error(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "none")]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["--verbose", "validate", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("Traceback") and err[-1].startswith("novaq: error: ") and "manifest.json" in err[-1]

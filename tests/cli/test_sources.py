@@ -1,20 +1,15 @@
-"""Model sources of the ``novaq`` command: Ollama store resolution (fake store) and URL download
-with resume, size limit and checksum against a local http.server on 127.0.0.1."""
+"""Model sources of the ``novaq`` command: Ollama store resolution (fake store). URL downloads are
+tested against a local http.server in tests/reliability/test_downloads.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from bird_bone.errors import ModelLoadError
-from bird_bone.io.download import DownloadError, download
 from bird_bone.models.ollama import resolve_ollama, split_name
-
-PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 
 
 def fake_store(root, name="smollm2", tag="135m", data=b"GGUF" + b"\0" * 60):
@@ -51,64 +46,3 @@ def test_ollama_blob_missing_or_resized_is_reported(tmp_path):
     blob.unlink()
     with pytest.raises(ModelLoadError, match="is missing"):
         resolve_ollama("smollm2:135m", tmp_path)
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Serves PAYLOAD with Range support; the first full request is cut off half-way."""
-
-    ranges: list = []
-    cut_first = True
-
-    def do_GET(self):  # noqa: N802
-        start = 0
-        header = self.headers.get("Range")
-        Handler.ranges.append(header)
-        if header:
-            start = int(header.split("=")[1].rstrip("-"))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-        else:
-            self.send_response(200)
-        body = PAYLOAD[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if Handler.cut_first and not header:
-            Handler.cut_first = False
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    Handler.ranges, Handler.cut_first = [], True
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_download_resumes_and_checks_sha256(server, tmp_path):
-    digest = hashlib.sha256(PAYLOAD).hexdigest()
-    path = download(f"{server}/model.gguf", tmp_path, max_bytes=1 << 20, sha256=digest, progress=False)
-    assert path.read_bytes() == PAYLOAD and path.name == "model.gguf"
-    assert Handler.ranges == [None, f"bytes={len(PAYLOAD) // 2}-"]  # resumed where it was cut
-    assert not list(tmp_path.glob("*.part"))
-    again = download(f"{server}/model.gguf", tmp_path, max_bytes=1 << 20, sha256=digest, progress=False)
-    assert again == path and len(Handler.ranges) == 2  # served from the cache, no request
-
-
-def test_download_size_limit_and_bad_checksum(server, tmp_path):
-    with pytest.raises(DownloadError, match="exceed the size limit of 1000 bytes"):
-        download(f"{server}/big.gguf", tmp_path / "a", max_bytes=1000, progress=False)
-    Handler.cut_first = False
-    with pytest.raises(DownloadError, match="does not match"):
-        download(f"{server}/m.gguf", tmp_path / "b", max_bytes=1 << 20, sha256="0" * 64, progress=False)
-    assert not (tmp_path / "b" / "m.gguf").exists()

@@ -10,6 +10,7 @@ import torch
 
 from bird_bone.export.novaq_format import FORMAT_VERSION, MANIFEST, NOVAQ_SHARD, NovaqFormatError, write_novaq
 from bird_bone.export.novaq_read import read_novaq, validate_novaq
+from bird_bone.export.novaq_schema import seal
 from bird_bone.quant.novaq import NovaqConfig, apply_quantized, bit_accounting, quantize_model
 from tests.conftest import make_tiny_llama
 
@@ -26,10 +27,18 @@ def novaq_dir(tmp_path, tiny_tokenizer):
     return path, expected, tiny_tokenizer
 
 
-def _edit_manifest(path, change):
+def _edit_manifest(path, change, reseal=True):
+    """Edit the manifest; ``reseal`` records the new digest, so the deeper checks are reached."""
     manifest = json.loads((path / MANIFEST).read_text())
     change(manifest)
-    (path / MANIFEST).write_text(json.dumps(manifest))
+    (path / MANIFEST).write_text(json.dumps(seal(manifest) if reseal else manifest))
+
+
+def test_an_edited_manifest_breaks_its_seal(novaq_dir):
+    path = novaq_dir[0]
+    _edit_manifest(path, lambda m: m["model"]["config"].__setitem__("rms_norm_eps", 0.5), reseal=False)
+    with pytest.raises(NovaqFormatError, match="manifest_sha256 mismatch"):
+        read_novaq(path)
 
 
 def test_round_trip_gives_identical_logits(novaq_dir):
@@ -76,7 +85,7 @@ def test_manifest_pointing_outside_is_rejected(novaq_dir, bad):
     path = novaq_dir[0]
 
     def change(m):
-        m["files"][bad] = m["files"].pop(NOVAQ_SHARD)
+        m["files"][bad] = dict(m["files"][NOVAQ_SHARD])
 
     _edit_manifest(path, change)
     with pytest.raises(NovaqFormatError, match="points outside"):

@@ -1,5 +1,6 @@
 """The NOVAQ stage through Kedro on a tiny model: a sliced run from a saved baseline checkpoint
-writes a valid NOVAQ directory and its metrics, and a bad NOVAQ parameter fails by name."""
+writes a valid NOVAQ directory (with the asked dense dtype) and its metrics, and a bad NOVAQ
+parameter fails by name."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def tiny_params(root) -> dict:
         "eval": {"windows": 2, "window_length": 16, "tasks": []},
         "novaq": {
             "kmeans_iterations": 3,
+            "dense_dtype": "float32",
             "refine": {"max_iterations": 2, "calibration_windows": 2, "window_length": 16},
         },
     }
@@ -52,6 +54,8 @@ def test_sliced_novaq_run_on_a_tiny_model(project, with_novaq, tiny_tokenizer): 
     run_session(project, tiny_params(project), pipeline="novaq")
     summary = validate_novaq(project / "models/novaq")
     assert summary["tensors"] > 14 and summary["max_logit_difference"] <= 1e-2
+    manifest = json.loads((project / "models/novaq/manifest.json").read_text())
+    assert manifest["tensors"]["model.norm.weight"]["dtype"] == "float32"  # novaq.dense_dtype reached the writer
     report = json.loads((project / "data/08_reporting/novaq_report.json").read_text())
     assert report["novaq"]["kmeans_iterations"] == 3 and len(report["refinement"]["losses"]) == 2
     assert report["accounting"]["total_bits_per_weight"] < 16

@@ -34,9 +34,13 @@ def read_manifest(path: Path) -> dict | None:
     path = Path(path)
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a bird-bone weight manifest (format={data.get('format')!r})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path} is not a bird-bone weight manifest (format={found!r})")
     return data
 
 

@@ -12,12 +12,13 @@ HF_TOKEN (gated hub models), OLLAMA_MODELS (Ollama store). Errors are one line o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from bird_bone.cli import novaq_commands as commands
+from bird_bone.cli.errors import USER_ERRORS, report_error
 from bird_bone.errors import BirdBoneError
 
 log = logging.getLogger("novaq")
@@ -27,11 +28,6 @@ SOURCES = {
     "local": ("PATH", "a local Hugging Face directory, safetensors directory or GGUF file, or an embedded name"),
     "url": ("URL", "a GGUF file over http(s), downloaded with a size limit, resume and optional SHA-256"),
 }
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("NOVAQ_CACHE_DIR")
-    return Path(base).expanduser() if base else Path.home() / ".cache" / "novaq"
 
 
 def _add_compress_options(p: argparse.ArgumentParser) -> None:
@@ -64,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="novaq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; full traceback on error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (metavar, what) in SOURCES.items():
         p = sub.add_parser(name, help=f"compress {what}", description=f"Compress {what} with NOVAQ.")
@@ -98,20 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(int(os.environ.get("NOVAQ_NUM_THREADS") or min(os.cpu_count() or 1, 8)))
-        from bird_bone.cli import novaq_commands as commands
-
         return commands.run(args)
-    except (BirdBoneError, ValueError, OSError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"novaq: error: {message}", file=sys.stderr)
-        return 1
+    except (BirdBoneError, *USER_ERRORS) as exc:
+        return report_error("novaq", exc, args.verbose)
     except KeyboardInterrupt:
         print("novaq: interrupted", file=sys.stderr)
         return 130
-
-
-def print_json(data: dict) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":

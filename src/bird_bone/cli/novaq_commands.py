@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
-from bird_bone.config import NovaqParams, ParameterError
+from bird_bone.config import ParameterError
 from bird_bone.errors import BirdBoneError
+from bird_bone.quant.config import NovaqConfig
 
 
-def load_params(config: Path | None, args: argparse.Namespace) -> NovaqParams:
+def cache_dir() -> Path:
+    """NOVAQ_CACHE_DIR, or ~/.cache/novaq: downloads and converted models."""
+    base = os.environ.get("NOVAQ_CACHE_DIR")
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "novaq"
+
+
+def load_params(config: Path | None, args: argparse.Namespace) -> NovaqConfig:
     """YAML file (a ``novaq:`` mapping or the bare keys), then the command-line flags on top."""
     import yaml
 
@@ -35,13 +43,12 @@ def load_params(config: Path | None, args: argparse.Namespace) -> NovaqParams:
         refine["enabled"] = args.refine_steps > 0
         values["refine"] = refine
     try:
-        return NovaqParams.model_validate(values)
+        return NovaqConfig.model_validate(values)
     except ParameterError as exc:
         raise BirdBoneError(f"{config or 'command line'}: {exc}") from None
 
 
 def resolve_source(args: argparse.Namespace) -> str:
-    from bird_bone.cli.novaq import cache_dir
 
     if args.command == "ollama":
         from bird_bone.models.ollama import resolve_ollama
@@ -56,7 +63,6 @@ def resolve_source(args: argparse.Namespace) -> str:
 
 
 def compress_command(args: argparse.Namespace) -> int:
-    from bird_bone.cli.novaq import cache_dir
     from bird_bone.data.text import load_text
     from bird_bone.data.windows import calibration_windows, tokenize_text
     from bird_bone.export.novaq_format import write_novaq
@@ -155,7 +161,6 @@ def info_command(args: argparse.Namespace) -> int:
 
 
 def benchmark_command(args: argparse.Namespace) -> int:
-    from bird_bone.cli.novaq import cache_dir
     from bird_bone.data.text import load_text
     from bird_bone.data.windows import evaluation_windows, tokenize_text
     from bird_bone.eval.perplexity import perplexity

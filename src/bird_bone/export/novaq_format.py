@@ -1,13 +1,14 @@
-"""The NOVAQ file format: a directory holding ``manifest.json`` (format version, model config,
-tokenizer files, each tensor's encoding and shapes, NOVAQ parameters, SHA-256 and size of every
-file, verification logits, compression statistics), safetensors shards of packed indices,
-float16 codebooks, means and scales (``shards/``), and the tokenizer (``tokenizer/``).
-See docs/novaq-format.md. No pickle anywhere: JSON and safetensors only.
+"""Writing the NOVAQ file format: a directory holding ``manifest.json`` (format version, model
+config, tokenizer files, each tensor's encoding and shapes, NOVAQ parameters, SHA-256 and size of
+every file, verification logits, compression statistics, and the manifest's own seal), safetensors
+shards of packed indices, float16 codebooks, means and scales (``shards/``), and the tokenizer
+(``tokenizer/``). See docs/novaq-format.md. No pickle anywhere: JSON and safetensors only.
 
 Writing is atomic (a temporary directory renamed into place) and ends by reading the new
 directory back and recording the logits of that reconstructed model on fixed prompts, so any
-reader can check it rebuilds the very model that was measured. Reading checks every path stays
-inside the directory and every file's size and SHA-256 before parsing a byte of it.
+reader can check it rebuilds the very model that was measured. The schema is ``novaq_schema``, one
+tensor's encoding ``novaq_codec``, reading and validation ``novaq_read``; the names below are
+re-exported for the writer's callers.
 """
 
 from __future__ import annotations
@@ -16,114 +17,25 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-from bird_bone.errors import ArtifactError
+from bird_bone.export.novaq_codec import DTYPES, encode_tensor
+from bird_bone.export.novaq_read import DEFAULT_PROMPTS, build_model, reference_logits
+from bird_bone.export.novaq_schema import (
+    DENSE_SHARD,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    NOVAQ_SHARD,
+    NovaqFormatError,
+    seal,
+)
 from bird_bone.io.atomic import atomic_directory, sha256_file
-from bird_bone.quant.codebook import index_bits, pack_bits, unpack_bits
-from bird_bone.quant.novaq import NovaqTensor
+from bird_bone.quant.tensor import NovaqTensor
 
 log = logging.getLogger(__name__)
-FORMAT = "novaq"
-FORMAT_VERSION = 2  # 2: codebook tiles of tile_rows x tile_cols weights (1: row groups only)
-SUPPORTED_VERSIONS = (1, 2)
-MANIFEST = "manifest.json"
-NOVAQ_SHARD = "shards/novaq-00000.safetensors"
-DENSE_SHARD = "shards/dense-00000.safetensors"
-DEFAULT_PROMPTS = ("The capital of France is", "Bones grow where they are loaded and", "def add(a, b):")
-VERIFY_TOP_K = 8
-VERIFY_ATOL = 1e-2
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-class NovaqFormatError(ArtifactError):
-    """A NOVAQ file is missing, corrupt, inconsistent or unsafe (names the file or field at fault)."""
-
-
-def encode_tensor(name: str, q: NovaqTensor) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Manifest entry and shard tensors of one quantized matrix."""
-    b1, b2 = index_bits(q.primary.shape[1]), index_bits(q.residual.shape[1])
-    all_rows = q.scales_every_row  # every row scaled: the row indices are implicit, none stored
-    tensors = {
-        f"{name}.codes1": pack_bits(q.codes1, b1),
-        f"{name}.codes2": pack_bits(q.codes2, b2),
-        f"{name}.primary": q.primary.detach().half(),
-        f"{name}.residual": q.residual.detach().half(),
-        f"{name}.mean": q.mean.detach().half(),
-        f"{name}.outliers": (q.outliers[:0] if all_rows else q.outliers).to(torch.int32),
-        f"{name}.outlier_scale": q.outlier_scale.detach().half(),
-    }
-    if q.column_scale is not None:
-        tensors[f"{name}.column_scale"] = q.column_scale.half()
-    entry = {
-        "encoding": "novaq-rvq2",
-        "shape": list(q.shape),
-        "shard": NOVAQ_SHARD,
-        "groups": q.primary.shape[0],
-        "tile": list(q.tile),
-        "vectors_per_group": q.codes1.shape[1],
-        "subspaces": q.primary.shape[2],
-        "codebook_shapes": [list(q.primary.shape), list(q.residual.shape)],
-        "index_bits": [b1, b2],
-        "normalization": {
-            "outliers": q.outliers.numel(),
-            "all_rows": all_rows,
-            "mean_dtype": "float16",
-            "scale_dtype": "float16",
-        },
-        "column_scale": q.column_scale is not None,
-        "bits": q.bits(),
-    }
-    return entry, tensors
-
-
-def decode_tensor(name: str, entry: dict, shard: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Dense float32 weight from its manifest entry and shard tensors."""
-    try:
-        rows, cols = entry["shape"]
-        groups, n = entry["groups"], entry["vectors_per_group"]
-        tile_rows, tile_cols = entry.get("tile") or (rows // max(groups, 1), cols)  # version 1: row groups
-        b1, b2 = entry["index_bits"]
-        primary, residual = shard[f"{name}.primary"].float(), shard[f"{name}.residual"].float()
-        if groups * n * primary.shape[2] != rows * cols or primary.shape[0] != groups:
-            raise NovaqFormatError(f"tensor {name}: shape {entry['shape']} disagrees with its codebooks")
-        if (
-            tile_rows < 1
-            or tile_cols < 1
-            or rows % tile_rows
-            or cols % tile_cols
-            or tile_rows * tile_cols != n * primary.shape[2]
-        ):
-            raise NovaqFormatError(f"tensor {name}: tile {[tile_rows, tile_cols]} does not tile shape {entry['shape']}")
-        codes1 = unpack_bits(shard[f"{name}.codes1"], b1, groups * n).view(groups, n)
-        codes2 = unpack_bits(shard[f"{name}.codes2"], b2, groups * n).view(groups, n)
-        if int(codes1.max()) >= primary.shape[1] or int(codes2.max()) >= residual.shape[1]:
-            raise NovaqFormatError(f"tensor {name}: an index points past its codebook")
-        mean, outliers = shard[f"{name}.mean"].float(), shard[f"{name}.outliers"].long()
-        if entry["normalization"].get("all_rows"):
-            outliers = torch.arange(rows)
-        column_scale = shard[f"{name}.column_scale"].float() if entry.get("column_scale") else None
-        q = NovaqTensor(
-            (rows, cols),
-            primary,
-            residual,
-            codes1,
-            codes2,
-            mean,
-            torch.ones(rows),
-            outliers,
-            None,
-            column_scale,
-            (tile_rows, tile_cols),
-        )
-        q.outlier_scale.data = shard[f"{name}.outlier_scale"].float()
-        return q.decode().detach()
-    except KeyError as exc:
-        raise NovaqFormatError(f"tensor {name}: missing field or shard entry {exc}") from None
-    except (ValueError, RuntimeError, IndexError) as exc:
-        raise NovaqFormatError(f"tensor {name}: inconsistent data ({exc})") from None
+__all__ = ["DENSE_SHARD", "FORMAT_VERSION", "MANIFEST", "NOVAQ_SHARD", "NovaqFormatError", "write_novaq"]
 
 
 def _write_tokenizer(tokenizer, tmp: Path) -> None:
@@ -151,7 +63,7 @@ def write_novaq(
             entries[name], tensors = encode_tensor(name, q)
             q_tensors.update(tensors)
         dense = {
-            name: p.detach().to(_DTYPES[dense_dtype]).contiguous()
+            name: p.detach().to(DTYPES[dense_dtype]).contiguous()
             for name, p in model.named_parameters()
             if name not in quantized
         }
@@ -175,11 +87,10 @@ def write_novaq(
             "files": _file_table(tmp),
             "extra": extra or {},
         }
-        from bird_bone.export.novaq_read import build_model
-
-        rebuilt = build_model(tmp, manifest)
+        rebuilt = build_model(tmp, seal(manifest))
         manifest["verification"] = reference_logits(rebuilt, tokenizer, prompts)
         manifest["statistics"] = {**(statistics or {}), **file_statistics(tmp, manifest, rebuilt)}
+        manifest = seal(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     log.info("NOVAQ file written: %s", path)
     return manifest
@@ -206,21 +117,3 @@ def file_statistics(root: Path, manifest: dict, model: nn.Module) -> dict:
         "fp16_bytes": 2 * weights,
         "compression_vs_fp16_on_disk": 2 * weights / shard_bytes,
     }
-
-
-@torch.inference_mode()
-def reference_logits(model: nn.Module, tokenizer, prompts=DEFAULT_PROMPTS) -> dict:
-    """Top-k logits (values and token ids) and logsumexp at every position of each prompt."""
-    records = []
-    for prompt in prompts:
-        if tokenizer is not None:
-            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        else:
-            ids = [ord(c) % model.config.vocab_size for c in prompt]
-        logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float()
-        top = logits.topk(min(VERIFY_TOP_K, logits.shape[-1]), dim=-1)
-        records.append({
-            "prompt": prompt, "input_ids": ids, "top_ids": top.indices.tolist(),
-            "top_logits": top.values.tolist(), "logsumexp": torch.logsumexp(logits, -1).tolist(),
-        })  # fmt: skip
-    return {"prompts": records, "atol": VERIFY_ATOL}

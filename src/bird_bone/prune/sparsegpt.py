@@ -16,29 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from bird_bone.hessian import dampened_hessian, inverse_hessian_factor  # noqa: F401 (re-exported)
 from bird_bone.prune.masks import lowest_k_mask
-
-
-def dampened_hessian(hessian: torch.Tensor, percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """H + lambda I, lambda = percdamp * mean(diag H) (sec. 3.2), with the diagonal of dead inputs
-    (zero diagonal: their weights carry no signal) set to 1 first; and the mask of those inputs."""
-    H = hessian.float().clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    H.diagonal().add_(percdamp * torch.mean(torch.diag(H)))
-    return H, dead
-
-
-def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """Upper Cholesky factor U of (H + lambda I)^-1 = U^T U (:func:`dampened_hessian`), and the mask
-    of dead inputs.
-
-    One factorization and one triangular inverse: with J the order-reversing permutation and
-    J H J = L L^T, U = J L^-1 J (the reference inverts H, then factors the inverse)."""
-    H, dead = dampened_hessian(hessian, percdamp)
-    L = torch.linalg.cholesky(H.flip(0, 1))
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-    return torch.linalg.solve_triangular(L, eye, upper=False, left=False).flip(0, 1), dead  # X L = I
 
 
 def _block_mask(W1t: torch.Tensor, d: torch.Tensor, sparsity: float, prior, bounds: list[int]) -> torch.Tensor:

@@ -12,14 +12,10 @@ Written by hand because it is a dozen lines over ``NovaqTensor.decode`` and torc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from bird_bone.prune.sparsegpt import dampened_hessian
-
-if TYPE_CHECKING:
-    from bird_bone.quant.novaq import NovaqTensor
+from bird_bone.hessian import dampened_hessian
+from bird_bone.quant.tensor import NovaqTensor
 
 
 def output_error(weight: torch.Tensor, q: NovaqTensor, factor: torch.Tensor) -> float:

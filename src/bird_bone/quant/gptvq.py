@@ -7,7 +7,7 @@ and residual codebooks are fitted by k-means weighted by the inverse-Hessian met
 (U the upper Cholesky factor of H^-1, H = 2 X^T X / n), then its columns are taken ``d`` at a
 time: each row's sub-vector goes to the codeword pair c1 + c2 nearest under that metric, and the
 quantization error is spread over the not-yet-quantized columns through U, exactly as GPTQ /
-SparseGPT do for scalars (the same solve as ``prune/sparsegpt.py``, whose factor is reused).
+SparseGPT do for scalars (the same solve as ``prune/sparsegpt.py``; the factor is in ``bird_bone.hessian``).
 Written by hand: no maintained package exposes a GPTVQ solve over torch tensors.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from bird_bone.prune.sparsegpt import inverse_hessian_factor
+from bird_bone.hessian import inverse_hessian_factor
 from bird_bone.quant.codebook import ResidualCodes, assign, gather_codewords, residual_quantize
 
 JOINT_LIMIT = 1024  # up to K1 * K2 pairs searched jointly; above that c1 first, then c2 on the rest

@@ -9,10 +9,10 @@ refinement (``refine.py``) run the student through ``torch.func.functional_call`
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -20,98 +20,14 @@ from tqdm.auto import tqdm
 
 from bird_bone.calibration.sequential import run_sequential
 from bird_bone.models.adapters import layer_prefix, linear_modules
-from bird_bone.quant.codebook import gather_codewords, index_bits
 from bird_bone.quant.codebook_update import update_codebooks
-from bird_bone.quant.gptvq import from_tiles, gptvq_quantize
+from bird_bone.quant.config import NovaqConfig
+from bird_bone.quant.gptvq import gptvq_quantize
 from bird_bone.quant.normalize import normalize
+from bird_bone.quant.tensor import FP16_BITS, NovaqTensor
 
 log = logging.getLogger(__name__)
-FP16_BITS = 16
-OUTLIER_INDEX_BITS = 32  # outlier row indices are stored as int32
-
-
-@dataclass(frozen=True)
-class NovaqConfig:
-    subspaces: int = 4  # weights per sub-vector (d)
-    codebook_size: int = 16  # K1
-    residual_codebook_size: int = 4  # K2
-    outlier_threshold: float = 0.01  # fraction of rows treated as outliers (1.0: scale every row)
-    group_rows: int = 0  # rows of a codebook tile (codebook scope); 0: all rows
-    group_cols: int = 0  # columns of a codebook tile; 0: all columns
-    hessian_aware: bool = True  # GPTVQ assignment with error feedback (needs calibration windows)
-    percdamp: float = 0.01  # Hessian dampening, fraction of mean(diag H)
-    kmeans_iterations: int = 10
-    kmeans_samples: int = 16384  # vectors per codebook the centroids are fitted on (0: all)
-    activation_aware: bool = False  # weight k-means by E[x_j^2] (needs calibration statistics)
-    codebook_update_iterations: int = 4  # GPTVQ codebook update (L-BFGS steps, Hessian-aware only; 0: off)
-    seed: int = 0
-
-    @property
-    def index_bits_per_weight(self) -> float:  # (log2 K1 + log2 K2) / d
-        return (index_bits(self.codebook_size) + index_bits(self.residual_codebook_size)) / self.subspaces
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class NovaqTensor(nn.Module):
-    """One quantized [rows, cols] matrix: w = mu + s * (C1[i1] + C2[i2]) (NOVAQ eq. 1-2)."""
-
-    def __init__(
-        self, shape, primary, residual, codes1, codes2, mean, scale, outliers, config, column_scale=None, tile=None
-    ):
-        super().__init__()
-        self.shape = tuple(shape)
-        self.tile = tuple(tile) if tile else (shape[0] // primary.shape[0], shape[1])  # (tile rows, tile cols)
-        self.config = config
-        self.primary = nn.Parameter(primary.float())  # [G, K1, d]
-        self.residual = nn.Parameter(residual.float())  # [G, K2, d]
-        self.mean = nn.Parameter(mean.float(), requires_grad=False)  # [rows]
-        self.outlier_scale = nn.Parameter(scale[outliers].float(), requires_grad=False)  # [n]
-        self.register_buffer("codes1", codes1.long())
-        self.register_buffer("codes2", codes2.long())
-        self.register_buffer("outliers", outliers.long())
-        self.register_buffer("column_scale", None if column_scale is None else column_scale.float())
-
-    def decode(self) -> torch.Tensor:
-        """The dense weight, differentiable in codebooks, means and outlier scales."""
-        rows, cols = self.shape
-        normalized = gather_codewords(self.primary, self.codes1) + gather_codewords(self.residual, self.codes2)
-        normalized = from_tiles(normalized, rows, cols, *self.tile)
-        if self.column_scale is not None:  # activation-aware: undo w * t_j
-            normalized = normalized / self.column_scale[None, :]
-        scale = torch.ones(rows, dtype=normalized.dtype).index_put((self.outliers,), self.outlier_scale)
-        return normalized * scale[:, None] + self.mean[:, None]
-
-    def round_to_storage(self) -> None:
-        """Round the float parameters to float16, as the file stores them."""
-        with torch.no_grad():
-            for p in (self.primary, self.residual, self.mean, self.outlier_scale):
-                p.copy_(p.half().float())
-
-    @property
-    def scales_every_row(self) -> bool:
-        """Every row has its own scale (``outlier_threshold`` 1.0): no row indices need storing."""
-        return self.outliers.numel() == self.shape[0]
-
-    def bits(self) -> dict[str, int]:
-        """Stored bits by kind: indices, codebooks, means, scales, outlier metadata."""
-        rows, cols = self.shape
-        vectors = rows * cols // self.config.subspaces
-        n_out = self.outliers.numel()
-        columns = 0 if self.column_scale is None else self.column_scale.numel()
-        return {
-            "indices": vectors * (index_bits(self.primary.shape[1]) + index_bits(self.residual.shape[1])),
-            "codebooks": (self.primary.numel() + self.residual.numel()) * FP16_BITS,
-            "means": rows * FP16_BITS,
-            "scales": n_out * FP16_BITS,
-            "outlier_metadata": 0 if self.scales_every_row else n_out * OUTLIER_INDEX_BITS,
-            "column_scales": columns * FP16_BITS,
-        }
-
-    @property
-    def numel(self) -> int:
-        return self.shape[0] * self.shape[1]
+__all__ = ["NovaqConfig", "NovaqTensor", "apply_quantized", "bit_accounting", "quantize_model", "quantize_tensor"]
 
 
 def tile_shape(name: str, shape: tuple[int, int], config: NovaqConfig) -> tuple[int, int]:
@@ -155,7 +71,7 @@ def quantize_tensor(
     )  # fmt: skip
     q = NovaqTensor(
         (rows, cols), codes.primary, codes.residual, codes.codes1, codes.codes2,
-        norm.mean, norm.scale, norm.outliers, config, t, tile,
+        norm.mean, norm.scale, norm.outliers, t, tile,
     )  # fmt: skip
     q.round_to_storage()
     if hessian is not None and config.codebook_update_iterations:
@@ -205,8 +121,6 @@ def quantize_model_hessian(
     decoder linear comes from the calibration inputs as they leave the already-quantized layers
     before it. Chosen weights outside the decoder layers (embeddings, head) are quantized first,
     without a Hessian, with ``embedding_config`` (default: ``config``). ``model`` is untouched."""
-    import copy
-
     start = time.perf_counter()
     work = copy.deepcopy(model)
     chosen = {n for n, p in model.named_parameters() if filter_fn(n, p)}

@@ -19,21 +19,10 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from bird_bone.quant.novaq import NovaqTensor
+from bird_bone.quant.config import RefineConfig
+from bird_bone.quant.tensor import NovaqTensor
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RefineConfig:
-    max_iterations: int = 50
-    learning_rate: float = 1e-3
-    temperature: float = 1.0
-    kl_weight: float = 1.0
-    cosine_weight: float = 0.1  # lambda
-    batch_size: int = 1
-    tune_scales: bool = True  # also tune means and row scales
-    seed: int = 0
 
 
 @dataclass
@@ -79,11 +68,12 @@ def refine(
     model: nn.Module,
     quantized: dict[str, NovaqTensor],
     windows: torch.Tensor,
-    config: RefineConfig = RefineConfig(),
+    config: RefineConfig | None = None,
     teacher: nn.Module | None = None,
     progress: bool = True,
 ) -> RefineResult:
     """Tune ``quantized`` in place against ``teacher`` (default: ``model`` with its own weights)."""
+    config = config or RefineConfig()
     if windows.ndim != 2 or windows.shape[0] < 1:
         raise ValueError(f"refinement needs calibration windows [N, L], got shape {tuple(windows.shape)}")
     teacher = teacher if teacher is not None else model

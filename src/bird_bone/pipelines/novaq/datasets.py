@@ -24,6 +24,7 @@ class NovaqArtifact:
     statistics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
+    dense_dtype: str = "float16"  # storage of the tensors NOVAQ leaves dense (novaq.dense_dtype)
 
 
 class NovaqDataset(AbstractDataset[NovaqArtifact, NovaqArtifact]):
@@ -39,7 +40,7 @@ class NovaqDataset(AbstractDataset[NovaqArtifact, NovaqArtifact]):
 
     def save(self, data: NovaqArtifact) -> None:
         write_novaq(self._path, data.model, data.tokenizer, data.quantized, data.parameters, data.statistics,
-                    data.extra)  # fmt: skip
+                    data.extra, data.dense_dtype)  # fmt: skip
 
     def _exists(self) -> bool:
         return (self._path / MANIFEST).is_file()
