@@ -60,7 +60,7 @@ def test_bad_spec_and_dtype():
 
 def test_embedded_model_is_found_without_importing_its_package():
     path = embedded_model_path("smollm2-135m")
-    assert path.name == EMBEDDED_MODELS["smollm2-135m"][1] and path.stat().st_size == 98_362_432
+    assert path.name == EMBEDDED_MODELS["smollm2-135m"].filename and path.stat().st_size == 98_362_432
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bird_bone.models.adapters import prunable_linears
+from bird_bone.models.families import lora_targets
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -128,7 +129,7 @@ def micro_heal(
     if steps == 0:
         return result
     start = time.perf_counter()
-    targets = tuple(target_modules)
+    targets = tuple(lora_targets(model, target_modules))
     names = [n for n in prunable_linears(model) if n.rsplit(".", 1)[-1] in targets]
     if not names:
         raise ValueError(f"heal target_modules {list(targets)} match no linear layer of the model")
