@@ -18,9 +18,14 @@ from bird_bone.errors import ArtifactError
 
 # tokenizers' pre_tokenizer JSON (normalised, see _pre_tokenizer_shape) -> llama.cpp's pre-tokenizer type.
 # "gpt-2": the GPT-2 regex alone; "smollm": each digit split off first, then the GPT-2 regex.
+# "qwen2" / "llama-bpe": the regex of Qwen2's / Llama 3's tokenizer.json (digits alone / in threes).
+_WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+_REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 PRE_TOKENIZERS = {
     ("ByteLevel",): "gpt-2",
     ("Digits(individual)", "ByteLevel"): "smollm",
+    (f"Split({_WORDS}\\p{{N}}{_REST})", "ByteLevel(no regex)"): "qwen2",
+    (f"Split({_WORDS}\\p{{N}}{{1,3}}{_REST})", "ByteLevel(no regex)"): "llama-bpe",
 }
 
 
@@ -31,6 +36,8 @@ def _pre_tokenizer_shape(spec: dict | None) -> tuple[str, ...]:
         return tuple(s for part in spec["pretokenizers"] for s in _pre_tokenizer_shape(part))
     if spec["type"] == "ByteLevel":
         return ("ByteLevel",) if spec.get("use_regex", True) else ("ByteLevel(no regex)",)
+    if spec["type"] == "Split" and "Regex" in spec.get("pattern", {}):
+        return (f"Split({spec['pattern']['Regex']})",)
     if spec["type"] == "Digits":
         return ("Digits(individual)" if spec.get("individual_digits") else "Digits",)
     return (spec["type"],)
