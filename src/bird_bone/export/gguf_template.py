@@ -62,7 +62,7 @@ def copy_metadata(writer, source: str | Path, arch: str, widths: list[int], name
     if name:
         writer.add_name(name)
     tokens = reader.fields.get("tokenizer.ggml.tokens")
-    pre = reader.fields.get("tokenizer.ggml.pre")
+    pre, model = reader.fields.get("tokenizer.ggml.pre"), reader.fields.get("tokenizer.ggml.model")
     return {
         "source": str(source),
         "model": str(reader.fields["tokenizer.ggml.model"].contents())
