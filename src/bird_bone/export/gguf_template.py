@@ -65,9 +65,7 @@ def copy_metadata(writer, source: str | Path, arch: str, widths: list[int], name
     pre, model = reader.fields.get("tokenizer.ggml.pre"), reader.fields.get("tokenizer.ggml.model")
     return {
         "source": str(source),
-        "model": str(reader.fields["tokenizer.ggml.model"].contents())
-        if "tokenizer.ggml.model" in reader.fields
-        else None,
+        "model": str(model.contents()) if model is not None else None,
         "pre": str(pre.contents()) if pre is not None else None,
         "tokens": len(tokens.data) if tokens is not None else 0,
     }

@@ -1,0 +1,148 @@
+"""Every supported family (tiny random models from their transformers configs) through every method:
+magnitude, Wanda, SparseGPT, N:M, structured neurons, heal, regrow, low-rank, NOVAQ, the checkpoint
+round trip, and GGUF export checked in llama.cpp; and an unsupported family failing at load."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from bird_bone.errors import ModelLoadError
+from bird_bone.eval.llamacpp import llama_logits, load_llama
+from bird_bone.export.gguf import write_gguf
+from bird_bone.heal.qlora import micro_heal
+from bird_bone.heal.regrow import regrow
+from bird_bone.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bird_bone.lowrank.svd import factorize_linears
+from bird_bone.models.adapters import keep_neurons, mlp_widths, prunable_linears
+from bird_bone.models.families import family_of, lora_targets
+from bird_bone.models.loading import load_model
+from bird_bone.prune.structured import remove_neurons
+from bird_bone.prune.wave import prune_wave
+from bird_bone.quant.novaq import NovaqConfig, apply_quantized, quantize_model
+from tests.conftest import TINY_TEXT
+from tests.models.tiny_families import FAMILY_NAMES, make_tiny_family
+
+families = pytest.mark.parametrize("family", FAMILY_NAMES)
+
+
+@pytest.fixture(scope="module")
+def windows(tiny_tokenizer) -> torch.Tensor:
+    ids = tiny_tokenizer(TINY_TEXT, add_special_tokens=False)["input_ids"]
+    return torch.tensor(ids[: 8 * 32]).view(8, 32)
+
+
+def logits(model, ids: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(ids).logits.float().numpy()
+
+
+def gguf_logits(path, ids: list[int]) -> np.ndarray:
+    llm = load_llama(path, n_ctx=64, threads=2)
+    try:
+        return llama_logits(llm, ids)
+    finally:
+        llm.close()
+
+
+def test_an_unsupported_family_fails_at_load_naming_it_and_the_supported(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=2, architectures=["GPT2LMHeadModel"]).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="GPT2LMHeadModel.*not supported; supported: llama.*gemma3_text.*phi3"):
+        load_model(str(tmp_path))
+
+
+@families
+@pytest.mark.parametrize(
+    ("method", "n", "m"), [("magnitude", 0, 0), ("wanda", 0, 0), ("sparsegpt", 0, 0), ("wanda", 2, 4)]
+)
+def test_pruning_methods_reach_their_sparsity(family, method, n, m, tiny_tokenizer, windows):
+    model = make_tiny_family(family, len(tiny_tokenizer))
+    masks = prune_wave(model, method, 0.5, windows, n=n, m=m, batch_size=4)
+    linears = prunable_linears(model)
+    assert set(masks) == set(linears)
+    for name, mask in masks.items():
+        assert abs(mask.float().mean().item() - 0.5) < 0.02, name
+        assert (linears[name].weight[mask] == 0).all()
+        if n:
+            assert (mask.view(mask.shape[0], -1, m).sum(-1) == m - n).all()
+    assert np.isfinite(logits(model, windows[:2])).all()
+
+
+@families
+def test_structured_cut_is_exact_and_round_trips_through_checkpoint_and_gguf(family, tiny_tokenizer, windows, tmp_path):
+    model = make_tiny_family(family, len(tiny_tokenizer))
+    remove_neurons(model, windows, fraction=0.25, max_fraction_per_cluster=0.5, clusters=2)
+    keep_neurons(model.model.layers[0], torch.arange(40))  # ragged: llama.cpp's deci, or padded
+    assert mlp_widths(model)[:2] == [40, 48]
+    before = logits(model, windows[:2])
+    save_checkpoint(Checkpoint(model, tiny_tokenizer, {"stage": "test"}), tmp_path / "ckpt")
+    loaded = load_checkpoint(tmp_path / "ckpt").model
+    assert mlp_widths(loaded) == mlp_widths(model)
+    assert np.abs(logits(loaded, windows[:2]) - before).max() < 1e-5
+    ids = windows[0].tolist()
+    path = write_gguf(model, tiny_tokenizer, tmp_path / "cut.gguf", "F32").path
+    assert np.abs(gguf_logits(path, ids) - before[0]).max() < 1e-3
+
+
+@families
+def test_heal_keeps_the_masks_and_regrow_reopens_some(family, tiny_tokenizer, windows):
+    model = make_tiny_family(family, len(tiny_tokenizer))
+    masks = prune_wave(model, "wanda", 0.5, windows, batch_size=4)
+    result = micro_heal(model, windows, masks, 2, base="full", window_length=16, progress=False, learning_rate=1e-2)
+    assert len(result.loss) == 2 and result.merged_modules == len(masks)
+    linears = prunable_linears(model)
+    assert all((linears[name].weight[mask] == 0).all() for name, mask in masks.items())
+    grown, counts = regrow(model, windows[:2], masks, 0.1)
+    assert sum(counts.values()) > 0 and all(grown[k].sum() < masks[k].sum() for k in counts if counts[k])
+
+
+@families
+def test_default_lora_targets_cover_every_linear(family, tiny_tokenizer):
+    model = make_tiny_family(family, len(tiny_tokenizer))
+    targets = lora_targets(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    names = {n.rsplit(".", 1)[-1] for n in prunable_linears(model)}
+    assert set(targets) == names == set(family_of(model).lora_targets)
+
+
+@families
+def test_low_rank_and_novaq_keep_the_model_running(family, tiny_tokenizer, windows):
+    model = make_tiny_family(family, len(tiny_tokenizer))
+    config = NovaqConfig(codebook_size=8, residual_codebook_size=2, subspaces=2, hessian_aware=False)
+    quantized = quantize_model(model, config, progress=False)
+    assert {f"{n}.weight" for n in prunable_linears(model)} <= set(quantized)
+    dense = logits(model, windows[:1])
+    apply_quantized(model, quantized)
+    after = logits(model, windows[:1])
+    assert np.isfinite(after).all() and not np.allclose(after, dense)
+    name = next(n for n in prunable_linears(model) if n.endswith("down_proj"))
+    report = factorize_linears(model, [name], 0.5)
+    assert report[name]["rank"] < 32 and np.isfinite(logits(model, windows[:1])).all()
+
+
+@families
+@pytest.mark.parametrize(("type", "tolerance"), [("F32", 1e-3), ("F16", 0.02)])
+def test_gguf_export_runs_in_llama_cpp_like_transformers(family, type, tolerance, tiny_tokenizer, windows, tmp_path):
+    model = make_tiny_family(family, len(tiny_tokenizer))
+    result = write_gguf(model, tiny_tokenizer, tmp_path / f"{family}.gguf", type)
+    assert result.architecture == gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[family_of(model).gguf_arch]]
+    ids = windows[0].tolist() + windows[1].tolist()[:8]  # 40 tokens: past Gemma's 16-token window
+    assert np.abs(gguf_logits(result.path, ids) - logits(model, torch.tensor([ids]))[0]).max() < tolerance
+
+
+def test_a_gguf_source_keeps_its_metadata_and_only_the_tensors_change(tiny_tokenizer, windows, tmp_path):
+    model = make_tiny_family("qwen3", len(tiny_tokenizer))
+    source = write_gguf(model, tiny_tokenizer, tmp_path / "source.gguf", "F32", name="the source").path
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(0.5)
+    provenance = {"kind": "gguf", "location": source, "files": {}}
+    out = write_gguf(model, None, tmp_path / "out.gguf", "F32", metadata={"provenance": provenance})
+    a, b = gguf.GGUFReader(source).fields, gguf.GGUFReader(out.path).fields
+    for key in ("general.name", "tokenizer.ggml.pre", "qwen3.attention.key_length", "tokenizer.ggml.merges"):
+        assert a[key].contents() == b[key].contents(), key
+    assert out.vocab["source"] == str(source)
+    ids = windows[0].tolist()
+    assert np.abs(gguf_logits(out.path, ids) - logits(model, torch.tensor([ids]))[0]).max() < 1e-3
