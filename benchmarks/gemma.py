@@ -1,0 +1,65 @@
+"""Gemma 3 270M (the embedded ``gemma3-270m``, a mixed Q5_0/Q4_K/Q6_K/Q8_0 GGUF dequantized to float32,
+a base model): dense perplexity in bird-bone and in llama.cpp on the same windows, and GGUF exports.
+
+Windows: WikiText-2 raw test, the first N x 512 (default 32), and the TinyStories slice, tokenized once
+with Gemma's own tokenizer, BOS as the first token of every window (the tokenizer adds one). llama.cpp
+scores the F32 export (metadata carried over from the source GGUF) and the source GGUF itself.
+
+    PYTHONPATH=src ../shared/cpu .venv/bin/python benchmarks/gemma.py --windows 32 --types F32 Q8_0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bird_bone.data.windows import bos_token, evaluation_windows, tokenize_text, window_convention
+from bird_bone.eval.llamacpp import llama_perplexity
+from bird_bone.eval.perplexity import perplexity
+from bird_bone.export.gguf import write_gguf
+from bird_bone.models.loading import embedded_model_path, load_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=32)
+    parser.add_argument("--types", nargs="*", default=["F32"], help="GGUF exports scored in llama.cpp")
+    parser.add_argument("--source", action="store_true", help="also score the source GGUF in llama.cpp")
+    parser.add_argument("--texts", nargs="*", default=["wikitext2-raw-test.txt", "tinystories-valid.txt"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    torch.set_num_threads(2)
+    loaded = load_model("gemma3-270m")
+    model, tok = loaded.model, loaded.tokenizer
+    report = {"model": loaded.provenance.description, "windows": window_convention(tok), "texts": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        exports = {
+            t: write_gguf(model, tok, Path(tmp) / f"{t}.gguf", t, metadata={"provenance": loaded.provenance.to_dict()})
+            for t in args.types
+        }
+        for name in args.texts:
+            windows = evaluation_windows(
+                tokenize_text(tok, (SHARED / name).read_text()), 512, args.windows, name, bos_token(tok)
+            )
+            row = {"bird_bone": perplexity(model, windows, batch_size=1, progress=False).perplexity}
+            for t, export in exports.items():
+                row[f"llama_cpp_{t}"] = llama_perplexity(export.path, windows, threads=2).perplexity
+                row[f"{t}_bits_per_weight"] = export.bits_per_weight
+            if args.source:
+                row["llama_cpp_source_gguf"] = llama_perplexity(
+                    embedded_model_path("gemma3-270m"), windows, 2
+                ).perplexity
+            report["texts"][name] = row
+            print(json.dumps({name: row}), flush=True)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
