@@ -18,7 +18,13 @@ from bird_bone.errors import ArtifactError
 from bird_bone.io.atomic import sha256_file
 
 log = logging.getLogger(__name__)
-_NOT_CARRIED = ("general.architecture", "general.file_type", "general.quantization_version", "bird_bone.metadata")
+_NOT_CARRIED = (
+    "general.architecture",
+    "general.type",
+    "general.file_type",
+    "general.quantization_version",
+    "bird_bone.metadata",
+)
 
 
 def template_path(provenance: dict | None) -> Path | None:
