@@ -146,3 +146,47 @@ def test_a_gguf_source_keeps_its_metadata_and_only_the_tensors_change(tiny_token
     assert out.vocab["source"] == str(source)
     ids = windows[0].tolist()
     assert np.abs(gguf_logits(out.path, ids) - logits(model, torch.tensor([ids]))[0]).max() < 1e-3
+
+
+def test_a_ragged_llama_from_a_gguf_source_becomes_deci_with_the_source_keys(tiny_tokenizer, windows, tmp_path):
+    model = make_tiny_family("llama", len(tiny_tokenizer))
+    source = write_gguf(model, tiny_tokenizer, tmp_path / "source.gguf", "F32").path
+    keep_neurons(model.model.layers[1], torch.arange(24))
+    provenance = {"kind": "gguf", "location": source, "files": {}}
+    out = write_gguf(model, None, tmp_path / "out.gguf", "F32", metadata={"provenance": provenance})
+    fields = gguf.GGUFReader(out.path).fields
+    assert out.architecture == "deci" and list(fields["deci.feed_forward_length"].contents()) == [64, 24]
+    assert fields["deci.rope.freq_base"].contents() == gguf.GGUFReader(source).fields["llama.rope.freq_base"].contents()
+    ids = windows[0].tolist()
+    assert np.abs(gguf_logits(out.path, ids) - logits(model, torch.tensor([ids]))[0]).max() < 1e-3
+
+
+def sentencepiece_tokenizer():
+    """A Gemma-style tokenizer (BPE with byte fallback over "\u2581"-joined words), trained in memory."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    special = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{i:02X}>" for i in range(256)]
+    backend.train_from_iterator(
+        [TINY_TEXT], trainers.BpeTrainer(vocab_size=400, special_tokens=special, max_token_length=6)
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>"
+    )
+
+
+def test_a_sentencepiece_tokenizer_is_written_for_llama_cpp_to_tokenize_alike(tmp_path):
+    tokenizer = sentencepiece_tokenizer()
+    model = make_tiny_family("gemma3_text", len(tokenizer))
+    path = write_gguf(model, tokenizer, tmp_path / "spm.gguf", "F32").path
+    assert str(gguf.GGUFReader(path).fields["tokenizer.ggml.model"].contents()) == "llama"
+    llm = load_llama(path, n_ctx=64, threads=2)
+    try:
+        for text in (TINY_TEXT[:120], "The bird sat on the tree. Zebras!"):
+            expected = tokenizer(text, add_special_tokens=False)["input_ids"]
+            assert llm.tokenize(text.encode(), add_bos=False, special=False) == expected, text
+    finally:
+        llm.close()
