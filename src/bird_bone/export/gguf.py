@@ -149,9 +149,14 @@ def gguf_tensors(model: nn.Module, arch: str):
 
     c, family = model.config, family_of(model)
     state = {k: v for k, v in model.state_dict().items() if "rotary_emb" not in k}
-    missing = [name for name in ("model.embed_tokens.weight", "model.norm.weight") if name not in state]
+    suffixes = {k.split(".", 3)[3] for k in state if k.startswith("model.layers.0.")}  # every layer's tensors
+    expected = ["model.embed_tokens.weight", "model.norm.weight"]
+    expected += [f"model.layers.{i}.{t}" for i in range(c.num_hidden_layers) for t in sorted(suffixes)]
+    missing = [name for name in expected if name not in state]
     if missing:
-        raise ArtifactError(f"model is missing tensor {missing[0]}")
+        raise ArtifactError(
+            f"model is missing tensor {missing[0]}" + (f" (and {len(missing) - 1} more)" * (len(missing) > 1))
+        )
     tied, widths = _is_tied(model, state), _mlp_widths(model)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], c.num_hidden_layers)
     for name, tensor in state.items():
