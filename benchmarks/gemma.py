@@ -6,6 +6,7 @@ with Gemma's own tokenizer, BOS as the first token of every window (the tokenize
 scores the F32 export (metadata carried over from the source GGUF) and the source GGUF itself.
 
     PYTHONPATH=src ../shared/cpu .venv/bin/python benchmarks/gemma.py --windows 32 --types F32 Q8_0
+    PYTHONPATH=src ../shared/cpu .venv/bin/python benchmarks/gemma.py --texts --types --prune wanda sparsegpt
 
 ``--layer-errors N``: per method at 50 % (magnitude, Wanda, SparseGPT), the relative output error
 sqrt(tr(E H E^T) / tr(W H W^T)) of every decoder linear (E = W - W_pruned, H = X^T X of its input on
@@ -65,6 +66,22 @@ def layer_errors(model, tokenizer, windows: int) -> dict[str, float]:
     return {method: sum(v) / len(v) for method, v in errors.items()}
 
 
+def pruned_perplexity(method: str, windows: int) -> dict:
+    """WikiText-2 perplexity after one 50 % wave of ``method`` (calibration: 32 x 512 from WikiText-2
+    validation, seed 0, BOS-led; the pipeline's default calibration order)."""
+    from bird_bone.data.windows import calibration_windows
+    from bird_bone.prune.wave import mask_sparsity, prune_wave
+
+    model, tok, _ = load_model("gemma3-270m")
+    calib_text = (SHARED / "wikitext2-valid-tokenized.txt").read_text()
+    calib = calibration_windows(tokenize_text(tok, calib_text), 512, 32, 0, "calibration", bos_token(tok))
+    test_text = (SHARED / "wikitext2-raw-test.txt").read_text()
+    test = evaluation_windows(tokenize_text(tok, test_text), 512, windows, "test", bos_token(tok))
+    masks = prune_wave(model, method, 0.5, calib, batch_size=4, true_sequential="auto")
+    ppl = perplexity(model, test, batch_size=1, progress=False).perplexity
+    return {"method": method, "sparsity": mask_sparsity(masks), "wikitext2_perplexity": ppl}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=32)
@@ -72,6 +89,7 @@ def main() -> None:
     parser.add_argument("--source", action="store_true", help="also score the source GGUF in llama.cpp")
     parser.add_argument("--texts", nargs="*", default=["wikitext2-raw-test.txt", "tinystories-valid.txt"])
     parser.add_argument("--layer-errors", type=int, default=0, help="calibration windows for the layer errors")
+    parser.add_argument("--prune", nargs="*", default=[], help="methods pruned to 50 %% and scored on WikiText-2")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(2)
@@ -100,6 +118,9 @@ def main() -> None:
                 ).perplexity
             report["texts"][name] = row
             print(json.dumps({name: row}), flush=True)
+    for method in args.prune:
+        report[f"prune_{method}_50"] = pruned_perplexity(method, args.windows)
+        print(json.dumps(report[f"prune_{method}_50"]), flush=True)
     print(json.dumps(report, indent=1))
 
 

@@ -190,3 +190,26 @@ def test_a_sentencepiece_tokenizer_is_written_for_llama_cpp_to_tokenize_alike(tm
             assert llm.tokenize(text.encode(), add_bos=False, special=False) == expected, text
     finally:
         llm.close()
+
+
+@pytest.mark.parametrize("family", ["llama", "phi3"])  # separate gate/up, and Phi-3's fused gate_up
+def test_cutting_a_neuron_removes_exactly_its_contribution_biases_included(family, tiny_tokenizer):
+    model = make_tiny_family(family, len(tiny_tokenizer))
+    mlp = model.model.layers[0].mlp
+    for name, child in list(mlp.named_children()):
+        if isinstance(child, torch.nn.Linear):  # give every projection a bias
+            biased = torch.nn.Linear(child.in_features, child.out_features, bias=True)
+            biased.weight.data.copy_(child.weight.data)
+            biased.bias.data.normal_(0, 0.1)
+            setattr(mlp, name, biased)
+    x = torch.randn(5, 32)
+    hidden = {}
+    with torch.no_grad():
+        handle = mlp.down_proj.register_forward_pre_hook(lambda _m, args: hidden.update(h=args[0]))
+        before = mlp(x)
+        handle.remove()
+        contribution = hidden["h"][:, 7:8] * mlp.down_proj.weight[:, 7]  # neuron 7's share of the output
+        keep_neurons(model.model.layers[0], torch.tensor([i for i in range(64) if i != 7]))
+        after = mlp(x)
+    assert mlp.down_proj.in_features == 63 and mlp.down_proj.bias is not None
+    assert torch.allclose(after, before - contribution, atol=1e-5)
