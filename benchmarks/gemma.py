@@ -82,11 +82,28 @@ def pruned_perplexity(method: str, windows: int) -> dict:
     return {"method": method, "sparsity": mask_sparsity(masks), "wikitext2_perplexity": ppl}
 
 
+@torch.no_grad()
+def load_dequantized(model, path) -> None:
+    """Overwrite ``model``'s matrices with those of its GGUF export ``path``, dequantized (Gemma's are
+    not permuted; its norms stay F32 in the file, so they are left as they are)."""
+    import gguf
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, model.config.num_hidden_layers)
+    tensors = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    for name, param in model.named_parameters():
+        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        t = tensors.get(f"{target}.weight")
+        if param.ndim == 2 and t is not None:
+            values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(param.shape)
+            param.copy_(torch.from_numpy(values.astype("float32")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=32)
     parser.add_argument("--types", nargs="*", default=["F32"], help="GGUF exports scored in llama.cpp")
     parser.add_argument("--source", action="store_true", help="also score the source GGUF in llama.cpp")
+    parser.add_argument("--dequantized", nargs="*", default=[], help="exports scored in transformers, dequantized")
     parser.add_argument("--texts", nargs="*", default=["wikitext2-raw-test.txt", "tinystories-valid.txt"])
     parser.add_argument("--layer-errors", type=int, default=0, help="calibration windows for the layer errors")
     parser.add_argument("--prune", nargs="*", default=[], help="methods pruned to 50 %% and scored on WikiText-2")
@@ -99,11 +116,9 @@ def main() -> None:
     if args.layer_errors:
         report["layer_errors_50"] = layer_errors(model, tok, args.layer_errors)
         print(json.dumps({"layer_errors_50": report["layer_errors_50"]}), flush=True)
+    provenance = {"provenance": loaded.provenance.to_dict()}
     with tempfile.TemporaryDirectory() as tmp:
-        exports = {
-            t: write_gguf(model, tok, Path(tmp) / f"{t}.gguf", t, metadata={"provenance": loaded.provenance.to_dict()})
-            for t in args.types
-        }
+        exports = {t: write_gguf(model, tok, Path(tmp) / f"{t}.gguf", t, metadata=provenance) for t in args.types}
         for name in args.texts:
             windows = evaluation_windows(
                 tokenize_text(tok, (SHARED / name).read_text()), 512, args.windows, name, bos_token(tok)
@@ -111,6 +126,13 @@ def main() -> None:
             row = {"bird_bone": perplexity(model, windows, batch_size=1, progress=False).perplexity}
             for t, export in exports.items():
                 row[f"llama_cpp_{t}"] = llama_perplexity(export.path, windows, threads=2).perplexity
+                row[f"{t}_bits_per_weight"] = export.bits_per_weight
+            for t in args.dequantized:
+                export = write_gguf(model, tok, Path(tmp) / f"dq-{t}.gguf", t, metadata=provenance)
+                copy = load_model("gemma3-270m").model
+                load_dequantized(copy, export.path)
+                scored = perplexity(copy, windows, batch_size=1, progress=False)
+                row[f"transformers_dequantized_{t}"] = scored.perplexity
                 row[f"{t}_bits_per_weight"] = export.bits_per_weight
             if args.source:
                 row["llama_cpp_source_gguf"] = llama_perplexity(
