@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--source", action="store_true", help="also score the source GGUF in llama.cpp")
     parser.add_argument("--dequantized", nargs="*", default=[], help="exports scored in transformers, dequantized")
     parser.add_argument("--texts", nargs="*", default=["wikitext2-raw-test.txt", "tinystories-valid.txt"])
+    parser.add_argument("--skip-dense", action="store_true", help="do not score the dense model again")
     parser.add_argument("--layer-errors", type=int, default=0, help="calibration windows for the layer errors")
     parser.add_argument("--prune", nargs="*", default=[], help="methods pruned to 50 %% and scored on WikiText-2")
     args = parser.parse_args()
@@ -119,21 +120,22 @@ def main() -> None:
     provenance = {"provenance": loaded.provenance.to_dict()}
     with tempfile.TemporaryDirectory() as tmp:
         exports = {t: write_gguf(model, tok, Path(tmp) / f"{t}.gguf", t, metadata=provenance) for t in args.types}
+        dequantized = {t: load_model("gemma3-270m").model for t in args.dequantized}
+        for t, copy in dequantized.items():
+            load_dequantized(copy, write_gguf(model, tok, Path(tmp) / f"dq-{t}.gguf", t, metadata=provenance).path)
         for name in args.texts:
             windows = evaluation_windows(
                 tokenize_text(tok, (SHARED / name).read_text()), 512, args.windows, name, bos_token(tok)
             )
-            row = {"bird_bone": perplexity(model, windows, batch_size=1, progress=False).perplexity}
+            row = {}
+            if not args.skip_dense:
+                row["bird_bone"] = perplexity(model, windows, batch_size=1, progress=False).perplexity
             for t, export in exports.items():
                 row[f"llama_cpp_{t}"] = llama_perplexity(export.path, windows, threads=2).perplexity
                 row[f"{t}_bits_per_weight"] = export.bits_per_weight
-            for t in args.dequantized:
-                export = write_gguf(model, tok, Path(tmp) / f"dq-{t}.gguf", t, metadata=provenance)
-                copy = load_model("gemma3-270m").model
-                load_dequantized(copy, export.path)
+            for t, copy in dequantized.items():
                 scored = perplexity(copy, windows, batch_size=1, progress=False)
                 row[f"transformers_dequantized_{t}"] = scored.perplexity
-                row[f"{t}_bits_per_weight"] = export.bits_per_weight
             if args.source:
                 row["llama_cpp_source_gguf"] = llama_perplexity(
                     embedded_model_path("gemma3-270m"), windows, 2

@@ -69,11 +69,12 @@ def family_of(model_or_config) -> Family:
     """The family of a model or config; a ModelLoadError naming it and the supported ones otherwise."""
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
-    architectures = getattr(config, "architectures", None) or []
-    if type(model_or_config).__name__.endswith("ForCausalLM"):
+    if config is not model_or_config:  # a model: its own class
         architectures = [type(model_or_config).__name__]
+    else:
+        architectures = list(getattr(config, "architectures", None) or [])
     family = FAMILIES.get(model_type)
-    if family is None or any(a not in family.classes for a in architectures if a.endswith("ForCausalLM")):
+    if family is None or any(a not in family.classes for a in architectures):
         name = ", ".join(architectures) or "unknown class"
         raise ModelLoadError(
             f"architecture {name} (model_type {model_type!r}) is not supported; supported: {supported()}"
