@@ -90,12 +90,15 @@ def load_dequantized(model, path) -> None:
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, model.config.num_hidden_layers)
     tensors = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    copied = 0
     for name, param in model.named_parameters():
-        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        t = tensors.get(f"{target}.weight")
+        t = tensors.get(names.get_name(name, try_suffixes=(".weight", ".bias")))
         if param.ndim == 2 and t is not None:
             values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(param.shape)
             param.copy_(torch.from_numpy(values.astype("float32")))
+            copied += 1
+    if copied != 1 + 7 * model.config.num_hidden_layers:  # the tied embedding and every decoder linear
+        raise RuntimeError(f"{path}: {copied} matrices dequantized")
 
 
 def main() -> None:
