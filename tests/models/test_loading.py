@@ -60,7 +60,7 @@ def test_bad_spec_and_dtype():
 
 def test_embedded_model_is_found_without_importing_its_package():
     path = embedded_model_path("smollm2-135m")
-    assert path.name == EMBEDDED_MODELS["smollm2-135m"][1] and path.stat().st_size == 98_362_432
+    assert path.name == EMBEDDED_MODELS["smollm2-135m"].filename and path.stat().st_size == 98_362_432
 
 
 @pytest.mark.slow
@@ -94,3 +94,27 @@ def test_loaded_weights_live_in_process_memory_not_the_mapped_file(tmp_path, tin
         files = {name: _mapped_file(p.data_ptr()) for name, p in model.named_parameters()}
         assert not [name for name, file in files.items() if file.endswith(".safetensors")], files
         assert model.lm_head.weight is model.get_input_embeddings().weight  # tied weights stay one parameter
+
+
+def test_a_gguf_of_an_unsupported_architecture_fails_before_converting(tmp_path):
+    import gguf
+
+    path = tmp_path / "gpt2.gguf"
+    writer = gguf.GGUFWriter(path, "gpt2")
+    writer.add_block_count(1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelLoadError, match="GGUF architecture 'gpt2' is not supported; supported: llama .*phi3"):
+        load_model(str(path), cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_gemma_is_assembled_once_into_the_cache(tmp_path):
+    path = embedded_model_path("gemma3-270m", tmp_path)
+    assert path == tmp_path / "embedded" / EMBEDDED_MODELS["gemma3-270m"].filename
+    assert path.stat().st_size == 253_113_024 and path.read_bytes()[:4] == b"GGUF"
+    written = path.stat().st_mtime_ns
+    assert embedded_model_path("gemma3-270m", tmp_path).stat().st_mtime_ns == written  # not assembled again
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind

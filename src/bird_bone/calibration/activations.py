@@ -14,7 +14,7 @@ from torch import nn
 
 from bird_bone.calibration.neurons import cluster_neurons, neuron_values
 from bird_bone.calibration.sequential import run_sequential
-from bird_bone.models.adapters import layer_prefix, mlp_projections
+from bird_bone.models.adapters import down_projection, layer_prefix
 
 
 def log_activations(
@@ -42,7 +42,7 @@ def log_activations(
                 out[f"{key}.input_gram"] = s.gram_matrix
         down = stats.get("mlp.down_proj")
         if down is not None:
-            out[f"{prefix}.{index}.mlp.neuron_values"] = neuron_values(mlp_projections(layer)[2].weight, down.abs_mean)
+            out[f"{prefix}.{index}.mlp.neuron_values"] = neuron_values(down_projection(layer).weight, down.abs_mean)
             if clusters:
                 out[f"{prefix}.{index}.mlp.neuron_clusters"] = cluster_neurons(down.patterns(), clusters, seed)
         return False

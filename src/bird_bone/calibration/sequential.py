@@ -39,18 +39,31 @@ class _Captured(Exception):
 
 
 @torch.no_grad()
-def capture_layer_inputs(model: nn.Module, windows: torch.Tensor, batch_size: int) -> tuple[list, list]:
+def capture_layer_inputs(
+    model: nn.Module, windows: torch.Tensor, batch_size: int, every_layer: bool = False
+) -> tuple[list, list]:
     """Hidden states entering layer 0, one tensor per batch, and the keyword arguments the model
-    passed to it (rotary embeddings, attention mask) for that batch."""
+    passed to it (rotary embeddings, attention mask) for that batch. ``every_layer``: the keyword
+    arguments of every layer instead, a list per batch (they differ where layers differ: Gemma 3's
+    sliding and global layers get their own rotary embeddings and masks); the layers are skipped."""
     hidden: list[torch.Tensor] = []
-    kwargs: list[dict] = []
+    kwargs: list = []
+    layers = decoder_layers(model) if every_layer else decoder_layers(model)[:1]
 
-    def hook(_module, args, kw):
-        hidden.append(args[0] if args else kw.pop("hidden_states"))
-        kwargs.append({k: v for k, v in kw.items() if k != "hidden_states"})
-        raise _Captured
+    def hook(module, args, kw, index):
+        if index == 0:
+            hidden.append(args[0] if args else kw.pop("hidden_states"))
+            kwargs.append([])
+        kwargs[-1].append({k: v for k, v in kw.items() if k != "hidden_states"})
+        if index == len(layers) - 1:
+            raise _Captured
+        return None
 
-    handle = decoder_layers(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
+    handles = [
+        layer.register_forward_pre_hook(partial(hook, index=i), with_kwargs=True) for i, layer in enumerate(layers)
+    ]
+    for layer in layers[:-1]:  # the later layers only need their arguments: pass the states through
+        layer.forward = lambda *args, **kw: args[0] if args else kw["hidden_states"]
     device = next(model.parameters()).device
     try:
         for first in range(0, windows.shape[0], batch_size):
@@ -59,8 +72,10 @@ def capture_layer_inputs(model: nn.Module, windows: torch.Tensor, batch_size: in
             except _Captured:
                 pass
     finally:
-        handle.remove()
-    return hidden, kwargs
+        for handle, layer in zip(handles, layers):
+            handle.remove()
+            layer.__dict__.pop("forward", None)
+    return hidden, kwargs if every_layer else [kw[0] for kw in kwargs]
 
 
 def _forward(layer: nn.Module, hidden: list, kwargs: list) -> list[torch.Tensor]:
@@ -140,12 +155,12 @@ def run_true_sequential(
     was_training = model.training
     model.eval()
     probe_hidden, probe_kwargs = capture_layer_inputs(model, windows[:1], 1)
-    (hidden,), (kwargs,) = capture_layer_inputs(model, windows, windows.shape[0])
+    (hidden,), (kwargs,) = capture_layer_inputs(model, windows, windows.shape[0], every_layer=True)
     layers = decoder_layers(model)
     groups = linear_groups(layers[0], probe_hidden[0], probe_kwargs[0])
     for index, layer in enumerate(tqdm(layers, desc="layers", unit="layer", disable=not progress)):
         last = index == len(layers) - 1  # its output feeds nothing: stop before the last product
-        hidden = _true_sequential_pass(index, layer, hidden, kwargs, groups, visit_group, gram, batch_size, last)
+        hidden = _true_sequential_pass(index, layer, hidden, kwargs[index], groups, visit_group, gram, batch_size, last)
     model.train(was_training)
 
 
@@ -233,10 +248,10 @@ def run_sequential(
     """
     was_training = model.training
     model.eval()
-    hidden, kwargs = capture_layer_inputs(model, windows, batch_size)
+    hidden, every_kwargs = capture_layer_inputs(model, windows, batch_size, every_layer=True)
     layers = decoder_layers(model)
     for index, layer in enumerate(tqdm(layers, desc="layers", unit="layer", disable=not progress)):
-        outputs = None
+        outputs, kwargs = None, [kw[index] for kw in every_kwargs]
         with collect_input_statistics(linear_modules(layer), gram, pattern_tokens, abs_values) as stats:
             if modifies:
                 _statistics_pass(layer, hidden, kwargs, stats)

@@ -64,7 +64,7 @@ def resolve_source(args: argparse.Namespace) -> str:
 
 def compress_command(args: argparse.Namespace) -> int:
     from bird_bone.data.text import load_text
-    from bird_bone.data.windows import calibration_windows, tokenize_text
+    from bird_bone.data.windows import bos_token, calibration_windows, tokenize_text
     from bird_bone.export.novaq_format import write_novaq
     from bird_bone.models.loading import load_model
     from bird_bone.quant.run import compress
@@ -78,7 +78,8 @@ def compress_command(args: argparse.Namespace) -> int:
         text, _ = load_text(args.calibration_text)
         tokens = tokenize_text(tokenizer, text)
         r = params.refine
-        calibration = calibration_windows(tokens, r.window_length, r.calibration_windows, r.seed, args.calibration_text)
+        name, bos = args.calibration_text, bos_token(tokenizer)
+        calibration = calibration_windows(tokens, r.window_length, r.calibration_windows, r.seed, name, bos)
     run = compress(model, params, calibration, teacher, progress=not args.no_progress)
     output = args.output or Path(f"{Path(args.source.rstrip('/')).name.split(':')[0] or 'model'}.novaq")
     extra = {"source": provenance.to_dict(), "refinement": run.report.get("refinement")}
@@ -162,7 +163,7 @@ def info_command(args: argparse.Namespace) -> int:
 
 def benchmark_command(args: argparse.Namespace) -> int:
     from bird_bone.data.text import load_text
-    from bird_bone.data.windows import evaluation_windows, tokenize_text
+    from bird_bone.data.windows import bos_token, evaluation_windows, tokenize_text
     from bird_bone.eval.perplexity import perplexity
     from bird_bone.eval.speed import forward_throughput
     from bird_bone.export.novaq_read import read_novaq
@@ -171,7 +172,8 @@ def benchmark_command(args: argparse.Namespace) -> int:
     compressed, tokenizer, manifest = read_novaq(args.file)
     original = load_model(args.original_model, cache_dir=cache_dir() / "models")
     text, _ = load_text(args.text)
-    windows = evaluation_windows(tokenize_text(original.tokenizer, text), args.window_length, args.windows, args.text)
+    tokens, bos = tokenize_text(original.tokenizer, text), bos_token(original.tokenizer)
+    windows = evaluation_windows(tokens, args.window_length, args.windows, args.text, bos)
     print(f"| model | bits/weight (whole) | perplexity ({args.windows} x {args.window_length}) | tokens/s |")
     print("| --- | --- | --- | --- |")
     bits = f"{manifest['statistics'].get('total_bits_per_weight', 0):.3f}"

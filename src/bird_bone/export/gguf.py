@@ -1,15 +1,22 @@
-"""GGUF files of LLaMA-family models that llama.cpp runs: F32, F16, BF16, Q8_0 and Q4_0 written with
-the ``gguf`` package (GGUFWriter, gguf.quants), K- and I-quants through llama.cpp's own quantizer
-(``bird_bone.export.llamacpp_quantize``).
+"""GGUF files that llama.cpp runs, of every supported family (``bird_bone.models.families``): F32,
+F16, BF16, Q8_0 and Q4_0 written with the ``gguf`` package (GGUFWriter, gguf.quants), K- and I-quants
+through llama.cpp's own quantizer (``bird_bone.export.llamacpp_quantize``).
 
 Written here, because llama.cpp's ``convert_hf_to_gguf.py`` is a script over a directory and not a
-library over an in-memory model: the hyper-parameter keys and the tensor layout it writes for
-``LlamaForCausalLM``. Tensor names come from the gguf package's own HF-to-GGUF name map. q/k
-projections are permuted per head (``permute_for_rope``) because llama.cpp rotates adjacent pairs
-of a head's dimensions while transformers rotates its two halves. Tied embeddings write no
-``output.weight``. MLPs of different widths per layer (structured pruning) are written as llama.cpp's
-``deci`` architecture, a LLaMA whose ``feed_forward_length`` is an array of one width per layer
-(llama.cpp's ``llama`` architecture reads one width for every layer).
+library over an in-memory model: the hyper-parameter keys and the tensor changes it makes. Tensor
+names come from the gguf package's HF-to-GGUF map for the family's architecture. LLaMA's q/k rows are
+permuted per head (``permute_for_rope``: llama.cpp rotates adjacent pairs of a head's dimensions,
+transformers its two halves; the other families use llama.cpp's NEOX rotary, as transformers does);
+Gemma's norms (``x * (1 + w)``) are stored as ``w + 1``. Tied embeddings write no ``output.weight``.
+
+MLPs of different widths per layer (structured pruning): a LLaMA is written as llama.cpp's ``deci``
+architecture, whose ``feed_forward_length`` is an array of one width per layer; llama.cpp's other
+architectures read one width for every layer, so their narrower MLPs are padded with zero neurons
+(exact: a zero gate/up row and down column add nothing) and the file does not shrink.
+
+When the model came from a GGUF file (``template``), that file's metadata (tokenizer, chat template,
+hyper-parameters, pre-tokenizer, names) is carried over and only the tensors are replaced
+(``bird_bone.export.gguf_template``).
 """
 
 from __future__ import annotations
@@ -23,26 +30,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from bird_bone.errors import ArtifactError
+from bird_bone.errors import ArtifactError, ModelLoadError
+from bird_bone.export.gguf_template import copy_metadata, template_path
 from bird_bone.export.gguf_vocab import add_vocab
 from bird_bone.io.atomic import atomic_path
+from bird_bone.models.families import Family, family_of
 
 log = logging.getLogger(__name__)
 
 WRITER_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")  # written by the gguf package
 LLAMA_CPP_TYPES = ("Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS")  # quantized by llama.cpp from an F32 GGUF
 EXPORT_TYPES = WRITER_TYPES + LLAMA_CPP_TYPES
-_LAYER_TENSORS = (
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-)
 
 
 @dataclass
@@ -69,14 +67,21 @@ def check_type(type: str) -> str:
     return type
 
 
-def check_architecture(model: nn.Module) -> None:
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type != "llama" or type(model).__name__ != "LlamaForCausalLM":
-        raise ArtifactError(
-            f"GGUF export supports LlamaForCausalLM (model_type 'llama'); got {type(model).__name__} "
-            f"with model_type {model_type!r}"
-        )
+def check_architecture(model: nn.Module) -> Family:
+    """The model's family; an ArtifactError naming the architecture and the supported ones otherwise."""
+    try:
+        return family_of(model)
+    except ModelLoadError as exc:
+        raise ArtifactError(f"GGUF export: {exc}") from exc
+
+
+def gguf_architecture(family: Family, widths: list[int]) -> str:
+    """llama.cpp's architecture name: the family's, or ``deci`` for a LLaMA with ragged MLPs."""
+    import gguf
+
+    if family.gguf_arch == "LLAMA" and len(set(widths)) > 1:
+        return "deci"
+    return gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[family.gguf_arch]]
 
 
 def permute_for_rope(weight: torch.Tensor, heads: int) -> torch.Tensor:
@@ -86,12 +91,14 @@ def permute_for_rope(weight: torch.Tensor, heads: int) -> torch.Tensor:
     return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *rest).transpose(1, 2).reshape(weight.shape)
 
 
-def _rope_theta(config) -> float:
-    params = getattr(config, "rope_parameters", None) or {}
+def _rope(config) -> dict:
+    """The global layers' rotary parameters (Gemma 3 keeps one dict per layer type)."""
+    params = dict(getattr(config, "rope_parameters", None) or {})
+    params = params.get("full_attention", params)
     rope_type = params.get("rope_type", "default")
     if rope_type not in ("default", None):
         raise ArtifactError(f"config.rope_parameters.rope_type {rope_type!r} is not supported by GGUF export yet")
-    return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+    return params
 
 
 def _mlp_widths(model: nn.Module) -> list[int]:
@@ -99,56 +106,74 @@ def _mlp_widths(model: nn.Module) -> list[int]:
 
 
 def add_hyperparameters(writer, model: nn.Module, arch: str, widths: list[int]) -> None:
-    """The ``<arch>.*`` keys llama.cpp's converter writes for LlamaForCausalLM."""
-    c = model.config
+    """The ``<arch>.*`` keys llama.cpp's converter writes for the model's family."""
+    c, family = model.config, family_of(model)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    rope = _rope(c)
     writer.add_block_count(c.num_hidden_layers)
     writer.add_context_length(c.max_position_embeddings)
     writer.add_embedding_length(c.hidden_size)
-    writer.add_feed_forward_length(widths if arch == "deci" else widths[0])
+    writer.add_feed_forward_length(widths if arch == "deci" else max(widths))
     writer.add_head_count(c.num_attention_heads)
     writer.add_head_count_kv(c.num_key_value_heads)
-    writer.add_rope_freq_base(_rope_theta(c))
+    writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))))
     writer.add_layer_norm_rms_eps(c.rms_norm_eps)
     writer.add_vocab_size(c.vocab_size)
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
+    if family.sliding_window_key and getattr(c, "sliding_window", None):
+        writer.add_sliding_window(c.sliding_window)
 
 
-def gguf_tensors(model: nn.Module, arch: str):
-    """(GGUF name, float32 numpy array) of every tensor llama.cpp loads, q/k permuted."""
-    import gguf
+def _padded(name: str, data: torch.Tensor, width: int, target: int) -> torch.Tensor:
+    """An MLP tensor of ``width`` neurons padded with zero neurons to ``target`` (see module doc)."""
+    if width == target or not name.endswith(("gate_proj.weight", "up_proj.weight", "down_proj.weight")):
+        return data
+    if name.endswith("down_proj.weight"):
+        return torch.nn.functional.pad(data, (0, target - width))
+    halves = data.split(width) if name.endswith("gate_up_proj.weight") else (data,)
+    return torch.cat([torch.nn.functional.pad(h, (0, 0, 0, target - width)) for h in halves])
 
-    c = model.config
-    state = {k: v for k, v in model.state_dict().items() if "rotary_emb" not in k}
-    expected = ["model.embed_tokens.weight", "model.norm.weight"]
-    expected += [f"model.layers.{i}.{t}" for i in range(c.num_hidden_layers) for t in _LAYER_TENSORS]
-    tied = c.tie_word_embeddings or (
+
+def _is_tied(model: nn.Module, state: dict) -> bool:
+    return bool(model.config.tie_word_embeddings) or (
         "lm_head.weight" in state
         and state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
     )
-    if not tied:
-        expected.append("lm_head.weight")
+
+
+def gguf_tensors(model: nn.Module, arch: str):
+    """(GGUF name, float32 numpy array) of every tensor llama.cpp loads, in llama.cpp's layout."""
+    import gguf
+
+    c, family = model.config, family_of(model)
+    state = {k: v for k, v in model.state_dict().items() if "rotary_emb" not in k}
+    suffixes = {k.split(".", 3)[3] for k in state if k.startswith("model.layers.0.")}  # every layer's tensors
+    expected = ["model.embed_tokens.weight", "model.norm.weight"]
+    expected += [f"model.layers.{i}.{t}" for i in range(c.num_hidden_layers) for t in sorted(suffixes)]
     missing = [name for name in expected if name not in state]
     if missing:
         raise ArtifactError(
             f"model is missing tensor {missing[0]}" + (f" (and {len(missing) - 1} more)" * (len(missing) > 1))
         )
-    names = gguf.get_tensor_name_map(
-        gguf.MODEL_ARCH.DECI if arch == "deci" else gguf.MODEL_ARCH.LLAMA, c.num_hidden_layers
-    )
+    tied, widths = _is_tied(model, state), _mlp_widths(model)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], c.num_hidden_layers)
     for name, tensor in state.items():
         if tied and name == "lm_head.weight":
             continue
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if target is None:
-            raise ArtifactError(f"tensor {name} has no GGUF name for the LLaMA architecture")
+            raise ArtifactError(f"tensor {name} has no GGUF name for llama.cpp's {arch} architecture")
         data = tensor.detach().float().cpu()
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
+        if family.permute_qk and name.endswith(("q_proj.weight", "q_proj.bias")):
             data = permute_for_rope(data, c.num_attention_heads)
-        elif name.endswith(("k_proj.weight", "k_proj.bias")):
+        elif family.permute_qk and name.endswith(("k_proj.weight", "k_proj.bias")):
             data = permute_for_rope(data, c.num_key_value_heads)
+        elif family.norm_offset and "norm" in name and data.ndim == 1:
+            data = data + family.norm_offset
+        elif arch != "deci" and name.startswith("model.layers."):
+            data = _padded(name, data, widths[int(name.split(".")[2])], max(widths))
         yield target, data.numpy()
 
 
@@ -176,29 +201,37 @@ def write_gguf(
     metadata: dict | None = None,
     pre_tokenizer: str | None = None,
     name: str | None = None,
+    template: str | Path | None = None,
 ) -> GGUFExport:
-    """Write ``model`` + ``tokenizer`` to GGUF ``path`` (atomically) in a gguf-package ``type``."""
+    """Write ``model`` + ``tokenizer`` to GGUF ``path`` (atomically) in a gguf-package ``type``.
+
+    ``template``: the GGUF file the model was loaded from, whose metadata is carried over; by default
+    the source named by ``metadata['provenance']`` when it is a GGUF file still on disk, unchanged."""
     import gguf
 
     if check_type(type) not in WRITER_TYPES:
         raise ArtifactError(f"GGUF type {type} is made by llama.cpp's quantizer: use export_gguf")
-    check_architecture(model)
-    if tokenizer is None:
+    family = check_architecture(model)
+    template = Path(template) if template else template_path((metadata or {}).get("provenance"))
+    if tokenizer is None and template is None:
         raise ArtifactError("GGUF export needs the model's tokenizer: the checkpoint has none")
     widths = _mlp_widths(model)
     if min(widths) < 1:
         raise ArtifactError(f"layer {widths.index(min(widths))} has an MLP of width 0: llama.cpp cannot run it")
-    arch = "llama" if len(set(widths)) == 1 else "deci"
+    arch = gguf_architecture(family, widths)
     file_type = {"F32": "ALL_F32"}.get(type, f"MOSTLY_{type}")
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
         writer.add_type(gguf.GGUFType.MODEL)
-        writer.add_name(name or str(getattr(model.config, "_name_or_path", "") or "bird-bone export"))
-        add_hyperparameters(writer, model, arch, widths)
+        if template is not None:
+            vocab = copy_metadata(writer, template, arch, widths, name)
+        else:
+            writer.add_name(name or str(getattr(model.config, "_name_or_path", "") or "bird-bone export"))
+            add_hyperparameters(writer, model, arch, widths)
+            vocab = add_vocab(writer, tokenizer, model.config.vocab_size, pre_tokenizer)
         writer.add_file_type(gguf.LlamaFileType[file_type])
         if type in ("Q8_0", "Q4_0"):
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        vocab = add_vocab(writer, tokenizer, model.config.vocab_size, pre_tokenizer)
         if metadata:
             writer.add_string("bird_bone.metadata", json.dumps(metadata, sort_keys=True, default=str))
         for name, data in gguf_tensors(model, arch):

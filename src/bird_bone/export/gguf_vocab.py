@@ -1,4 +1,5 @@
-"""Tokenizer metadata of a GGUF file for a GPT-2 style byte-level BPE tokenizer (SmolLM2, Llama 3...).
+"""Tokenizer metadata of a GGUF file for a GPT-2 style byte-level BPE tokenizer (SmolLM2, Llama 3,
+Qwen...) or a SentencePiece tokenizer (Gemma, Llama 2, Phi-3: a BPE with byte fallback in transformers).
 
 What llama.cpp reads (``tokenizer.ggml.*``): the model ("gpt2"), the pre-tokenizer type, the tokens
 in id order, their types, the merges, the special token ids, add_bos/add_eos and the chat template.
@@ -18,9 +19,14 @@ from bird_bone.errors import ArtifactError
 
 # tokenizers' pre_tokenizer JSON (normalised, see _pre_tokenizer_shape) -> llama.cpp's pre-tokenizer type.
 # "gpt-2": the GPT-2 regex alone; "smollm": each digit split off first, then the GPT-2 regex.
+# "qwen2" / "llama-bpe": the regex of Qwen2's / Llama 3's tokenizer.json (digits alone / in threes).
+_WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+_REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 PRE_TOKENIZERS = {
     ("ByteLevel",): "gpt-2",
     ("Digits(individual)", "ByteLevel"): "smollm",
+    (f"Split({_WORDS}\\p{{N}}{_REST})", "ByteLevel(no regex)"): "qwen2",
+    (f"Split({_WORDS}\\p{{N}}{{1,3}}{_REST})", "ByteLevel(no regex)"): "llama-bpe",
 }
 
 
@@ -31,6 +37,8 @@ def _pre_tokenizer_shape(spec: dict | None) -> tuple[str, ...]:
         return tuple(s for part in spec["pretokenizers"] for s in _pre_tokenizer_shape(part))
     if spec["type"] == "ByteLevel":
         return ("ByteLevel",) if spec.get("use_regex", True) else ("ByteLevel(no regex)",)
+    if spec["type"] == "Split" and "Regex" in spec.get("pattern", {}):
+        return (f"Split({spec['pattern']['Regex']})",)
     if spec["type"] == "Digits":
         return ("Digits(individual)" if spec.get("individual_digits") else "Digits",)
     return (spec["type"],)
@@ -88,7 +96,10 @@ def add_vocab(writer, tokenizer, vocab_size: int, pre_tokenizer: str | None = No
     """Write the ``tokenizer.ggml.*`` keys of ``tokenizer``; returns a summary for the export report."""
     import gguf
 
-    model = backend_spec(tokenizer)["model"]
+    spec = backend_spec(tokenizer)
+    model = spec["model"]
+    if model.get("type") == "BPE" and model.get("byte_fallback"):
+        return add_sentencepiece_vocab(writer, tokenizer, spec, vocab_size)
     if model.get("type") != "BPE":
         raise ArtifactError(
             f"tokenizer model {model.get('type')!r} is not supported: GGUF export writes GPT-2 style BPE tokenizers"
@@ -109,3 +120,49 @@ def add_vocab(writer, tokenizer, vocab_size: int, pre_tokenizer: str | None = No
     special.add_special_token["eos"] = tokenizer.eos_token_id is not None and bos[-1:] == [tokenizer.eos_token_id]
     special.add_to_gguf(writer, quiet=True)
     return {"model": "gpt2", "pre": pre, "tokens": len(tokens), "merges": len(special.merges)}
+
+
+def sentencepiece_scores(spec: dict, tokens: list[str]) -> list[float]:
+    """Each token's score for llama.cpp's SentencePiece tokenizer, which merges the adjacent pair whose
+    merged piece scores highest: minus (1 + the rank of the first merge that makes the piece), so it
+    merges in transformers' merge order; 0 for single characters, -1e9 for pieces no merge makes."""
+    rank: dict[str, int] = {}
+    for i, merge in enumerate(spec["model"]["merges"]):
+        a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(a + b, i)
+    return [-(rank[t] + 1.0) if t in rank else (0.0 if len(t) == 1 else -1e9) for t in tokens]
+
+
+def _adds_space_prefix(spec: dict) -> bool:
+    parts = [spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}]
+    flat = [q for p in parts for q in (p.get("normalizers") or p.get("pretokenizers") or [p])]
+    return any(
+        (q.get("type") == "Prepend" and q.get("prepend") == "\u2581")
+        or (q.get("type") == "Metaspace" and q.get("prepend_scheme", "always") != "never")
+        for q in flat
+    )
+
+
+def add_sentencepiece_vocab(writer, tokenizer, spec: dict, vocab_size: int) -> dict:
+    """The ``tokenizer.ggml.*`` keys of a SentencePiece tokenizer (llama.cpp's ``llama`` model)."""
+    import gguf
+
+    tokens, types = token_list(tokenizer, vocab_size)
+    types = [
+        gguf.TokenType.BYTE if len(t) == 6 and t.startswith("<0x") and t.endswith(">") else k
+        for t, k in zip(tokens, types)
+    ]
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(sentencepiece_scores(spec, tokens))
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(_adds_space_prefix(spec))
+    with tempfile.TemporaryDirectory(prefix="bird_bone_tokenizer_") as tmp:
+        tokenizer.save_pretrained(tmp)
+        special = gguf.SpecialVocab(tmp, load_merges=False, n_vocab=vocab_size)
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    special.add_special_token["bos"] = tokenizer.bos_token_id is not None and ids[:1] == [tokenizer.bos_token_id]
+    special.add_special_token["eos"] = tokenizer.eos_token_id is not None and ids[-1:] == [tokenizer.eos_token_id]
+    special.add_to_gguf(writer, quiet=True)
+    return {"model": "llama", "pre": "default", "tokens": len(tokens), "merges": len(spec["model"]["merges"])}

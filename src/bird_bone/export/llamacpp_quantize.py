@@ -79,13 +79,16 @@ def export_gguf(
     pre_tokenizer: str | None = None,
     threads: int = 0,
     name: str | None = None,
+    template: str | Path | None = None,
 ) -> GGUFExport:
-    """GGUF of ``model`` in any export type: written directly, or F32 then llama.cpp's quantizer."""
+    """GGUF of ``model`` in any export type: written directly, or F32 then llama.cpp's quantizer.
+    ``template``: the source GGUF whose metadata is carried over (see ``write_gguf``)."""
     path = Path(path)
     if check_type(type) not in LLAMA_CPP_TYPES:
-        return write_gguf(model, tokenizer, path, type, metadata, pre_tokenizer, name)
+        return write_gguf(model, tokenizer, path, type, metadata, pre_tokenizer, name, template)
     with tempfile.TemporaryDirectory(prefix=".gguf-", dir=path.parent if path.parent.exists() else None) as tmp:
-        source = write_gguf(model, tokenizer, Path(tmp) / "f32.gguf", "F32", metadata, pre_tokenizer, name)
+        f32 = Path(tmp) / "f32.gguf"
+        source = write_gguf(model, tokenizer, f32, "F32", metadata, pre_tokenizer, name, template)
         quantize_gguf(source.path, path, type, imatrix, threads)
     result = describe_gguf(path, type, source.vocab)
     if imatrix:

@@ -29,8 +29,10 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from tqdm.auto import tqdm
 
+from bird_bone.data.windows import with_bos
 from bird_bone.heal.config import LORA_TARGETS
 from bird_bone.models.adapters import prunable_linears
+from bird_bone.models.families import lora_targets
 
 
 @dataclass
@@ -79,6 +81,8 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 def _batches(windows: torch.Tensor, window_length: int, batch_size: int, seed: int):
     """Endless shuffled batches of ``window_length``-token pieces cut from ``windows`` [N, L]."""
     pieces = windows[:, : windows.shape[1] // window_length * window_length].reshape(-1, window_length)
+    if windows.shape[0] > 1 and bool((windows[:, 0] == windows[0, 0]).all()):  # windows start with BOS: pieces too
+        pieces = with_bos(pieces, int(windows[0, 0]))
     if pieces.shape[0] == 0:
         raise ValueError(
             f"heal window_length {window_length} is longer than the calibration windows ({windows.shape[1]})"
@@ -127,7 +131,7 @@ def micro_heal(
     if steps == 0:
         return result
     start = time.perf_counter()
-    targets = tuple(target_modules)
+    targets = tuple(lora_targets(model, target_modules))
     names = [n for n in prunable_linears(model) if n.rsplit(".", 1)[-1] in targets]
     if not names:
         raise ValueError(f"heal target_modules {list(targets)} match no linear layer of the model")

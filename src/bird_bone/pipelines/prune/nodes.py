@@ -9,7 +9,7 @@ import torch
 from bird_bone.calibration.activations import activation_heatmap, log_activations
 from bird_bone.config import DataParams, PruneParams
 from bird_bone.data.text import load_text
-from bird_bone.data.windows import calibration_windows, tokenize_text
+from bird_bone.data.windows import bos_token, calibration_windows, tokenize_text
 from bird_bone.io.checkpoint import Checkpoint
 from bird_bone.prune.layerwise import sparsity_summary
 from bird_bone.prune.registry import PRUNERS
@@ -22,7 +22,8 @@ def make_calibration_windows(checkpoint: Checkpoint, data: DataParams) -> tuple[
     text, source = load_text(spec.source, spec.split, spec.column, spec.config_name, spec.fallback)
     tokens = tokenize_text(checkpoint.tokenizer, text)
     name = f"calibration text '{source.spec}'"
-    return calibration_windows(tokens, spec.window_length, spec.windows, spec.seed, name), source.to_dict()
+    bos = bos_token(checkpoint.tokenizer)
+    return calibration_windows(tokens, spec.window_length, spec.windows, spec.seed, name, bos), source.to_dict()
 
 
 def log_activation_statistics(checkpoint: Checkpoint, windows: torch.Tensor, data: DataParams, prune: PruneParams):

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from bird_bone.config import DataParams, EvalParams, ModelParams
 from bird_bone.data.text import load_text
-from bird_bone.data.windows import evaluation_windows, tokenize_text
+from bird_bone.data.windows import bos_token, evaluation_windows, tokenize_text, window_convention
 from bird_bone.eval.harness import run_lm_eval
 from bird_bone.eval.metrics import measure_model
 from bird_bone.io.checkpoint import Checkpoint
@@ -31,13 +31,15 @@ def load_evaluation_text(data: DataParams) -> tuple[str, dict]:
 
 def make_evaluation_windows(checkpoint: Checkpoint, text: str, text_source: dict, eval: EvalParams) -> torch.Tensor:
     tokens = tokenize_text(checkpoint.tokenizer, text)
-    return evaluation_windows(tokens, eval.window_length, eval.windows, name=f"evaluation text '{text_source['spec']}'")
+    name, bos = f"evaluation text '{text_source['spec']}'", bos_token(checkpoint.tokenizer)
+    return evaluation_windows(tokens, eval.window_length, eval.windows, name=name, bos=bos)
 
 
 def evaluate_model(checkpoint: Checkpoint, windows: torch.Tensor, eval: EvalParams) -> dict:
     location = checkpoint.metadata.get("provenance", {}).get("location")
     files = [location] if location and Path(location).exists() and checkpoint.metadata.get("stage") is None else None
-    return measure_model(checkpoint.model, windows, eval.batch_size, eval.throughput_batches, files)
+    report = measure_model(checkpoint.model, windows, eval.batch_size, eval.throughput_batches, files)
+    return {**report, "window_start": window_convention(checkpoint.tokenizer)}
 
 
 def evaluate_tasks(checkpoint: Checkpoint, text_source: dict, eval: EvalParams) -> dict:
