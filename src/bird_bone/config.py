@@ -7,6 +7,8 @@ Kedro (>= 1.3) validates node inputs typed with these models when it builds the 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -39,9 +41,9 @@ def describe_errors(section: str, exc: ValidationError) -> str:
 
 
 class Params(BaseModel):
-    """Base: forbid unknown keys, immutable, errors that name the parameter."""
+    """Base: forbid unknown keys, immutable, no NaN or infinity, errors that name the parameter."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     section: ClassVar[str] = ""
 
     @classmethod
@@ -230,3 +232,25 @@ class ExportParams(Params):
     eval_windows: int = Field(2, ge=0, description="evaluation windows scored in llama.cpp for the report (0: none)")
     pre_tokenizer: str | None = Field(None, description="llama.cpp pre-tokenizer name (None: from the tokenizer)")
     threads: int = Field(0, ge=0, description="llama.cpp threads (0: all cores)")
+
+
+def parameter_models() -> dict[str, type[Params]]:
+    """Each top-level parameter group (``section``) and the model that validates it."""
+    models: dict[str, type[Params]] = {}
+    stack = list(Params.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.__dict__.get("section"):
+            models.setdefault(cls.section, cls)
+    return models
+
+
+def check_parameter_groups(parameters: Mapping[str, Any]) -> dict[str, Params]:
+    """Validate every group of ``parameters`` by its model; a group no model knows is an error."""
+    models = parameter_models()
+    for name in sorted(set(parameters) - set(models)):
+        close = difflib.get_close_matches(name, list(models), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ParameterError(f"{name} is not a known parameter group{hint}; known: {', '.join(sorted(models))}")
+    return {name: models[name].model_validate(value) for name, value in parameters.items()}

@@ -26,6 +26,7 @@ from torch import nn
 from bird_bone.errors import ArtifactError
 from bird_bone.export.gguf_vocab import add_vocab
 from bird_bone.io.atomic import atomic_path
+from bird_bone.models.gguf_check import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def write_gguf(
     if check_type(type) not in WRITER_TYPES:
         raise ArtifactError(f"GGUF type {type} is made by llama.cpp's quantizer: use export_gguf")
     check_architecture(model)
+    check_finite(model, "the model to export", ArtifactError, "export the last accepted checkpoint instead")
     if tokenizer is None:
         raise ArtifactError("GGUF export needs the model's tokenizer: the checkpoint has none")
     widths = _mlp_widths(model)

@@ -28,6 +28,7 @@ from torch import nn
 
 from bird_bone.errors import ModelLoadError
 from bird_bone.io.atomic import atomic_directory, sha256_file
+from bird_bone.models.gguf_check import check_finite, check_gguf_tensors, check_package_record
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,10 @@ def check_gguf(path: Path) -> None:
 def _load_gguf(path: Path, dtype: str, cache: Path, spec: str, kind: str) -> LoadedModel:
     """Load a GGUF through transformers once, then from the converted cache."""
     check_gguf(path)
+    check_gguf_tensors(path)
     digest = sha256_file(path)
+    if kind == "embedded":
+        check_package_record(path, digest)
     converted = cache / "gguf" / digest[:24]
     marker = converted / _CONVERTED_MARKER
     if not (marker.is_file() and json.loads(marker.read_text()).get("sha256") == digest):
@@ -185,6 +189,7 @@ def _convert_gguf(path: Path, digest: str, target: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except Exception as exc:
         raise ModelLoadError(f"transformers could not load GGUF {path}: {exc}") from exc
+    check_finite(model, path)  # before the converted copy is cached
     # The weights are dequantized float tensors now; drop the GGUF quantizer so it saves as plain HF.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -207,6 +212,7 @@ def _load_hf_dir(path: Path, dtype: str, provenance: Provenance, hash_files: boo
     except Exception as exc:
         raise ModelLoadError(f"transformers could not load the model in {path}: {exc}") from exc
     own_memory(model)
+    check_finite(model, provenance.location)
     model.eval()
     if hash_files:
         provenance.files = {
