@@ -9,7 +9,8 @@ overrides the built-ins, see ``KedroCLI.project_groups``); ``bird_bone.cli`` exp
    and Kedro's log lines that repeat the message, come back with ``--verbose`` (or a ``kedro`` logger
    at DEBUG). Any other exception is a bug and keeps its full traceback.
 2. ``--params prune.pattern=2:4`` means the string ``2:4``: Kedro parses values as YAML 1.1, which
-   reads ``2:4`` as the base-60 integer 124, so an N:M value is quoted before Kedro parses it.
+   reads ``2:4`` as the base-60 integer 124, so an N:M value is quoted before it is parsed; and a
+   list value, ``eval.tasks=[a,b]``, is one item (Kedro splits it at its comma).
 3. ``--check`` loads the configuration and validates every parameter (what a run does before its first
    node) and stops there: nothing is loaded or written.
 """
@@ -23,8 +24,8 @@ from typing import Any
 
 import click
 from kedro.framework.cli.project import run as kedro_run
-from kedro.framework.cli.utils import _split_params
 from kedro.framework.project import settings
+from omegaconf import OmegaConf
 
 from bird_bone.errors import BirdBoneError
 
@@ -33,16 +34,31 @@ _KEDRO_PREFIX = re.compile(r"Parameter '[^']+': (Failed to instantiate \w+ for p
 HINT = "(kedro run --verbose shows the traceback)"
 
 
+def split_items(value: str) -> list[str]:
+    """``a=1,b=[x,y]`` -> ``["a=1", "b=[x,y]"]``: split at the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(value):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            items.append(value[start:i])
+            start = i + 1
+    return [item.strip() for item in [*items, value[start:]] if item.strip()]
+
+
 def quote_ratios(value: str) -> str:
     """``a=2:4,b=1`` -> ``a='2:4',b=1``: N:M values stay strings through Kedro's YAML parsing."""
-    if not isinstance(value, str):
-        return value
-    items = [_RATIO.sub(lambda m: f"{m['key']}'{m['value'].replace(' ', '')}'", item) for item in value.split(",")]
-    return ",".join(items)
+    return ",".join(_RATIO.sub(lambda m: f"{m['key']}'{m['value'].replace(' ', '')}'", i) for i in split_items(value))
 
 
 def _params_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    return _split_params(ctx, param, quote_ratios(value))
+    """Kedro's ``--params`` parsing (``OmegaConf.from_dotlist``), one item per top-level comma."""
+    if not isinstance(value, str):
+        return value
+    for item in split_items(value):
+        if "=" not in item or not item.partition("=")[0].strip():
+            ctx.fail(f"Invalid format of `params` option: Item `{item}` must be KEY=VALUE.")
+    dotlist = [f"{k.strip()}={v}" for k, _, v in (i.partition("=") for i in split_items(quote_ratios(value)))]
+    return OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
 
 
 def user_error(exc: BaseException) -> str | None:
