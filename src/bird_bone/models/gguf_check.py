@@ -24,8 +24,9 @@ _RECOVER = "the file is damaged: download or export it again"
 
 
 def check_gguf_tensors(path: Path) -> None:
-    """Each tensor's type is known, its byte size matches its shape and type, and its data is
-    aligned, inside the file and overlaps no other tensor's."""
+    """The file parses, each tensor's type is known and its element count fills whole blocks, and the
+    tensors' data lie back to back (aligned) up to the end of the file, as every GGUF writer lays them
+    out: a changed type or offset leaves a gap or an overlap, a cut file a tensor past the end."""
     import gguf
 
     try:
@@ -34,7 +35,7 @@ def check_gguf_tensors(path: Path) -> None:
         raise ModelLoadError(f"{path} is a truncated or corrupt GGUF file: {exc}") from exc
     size = path.stat().st_size
     alignment = getattr(reader, "alignment", 32) or 32
-    end = 0
+    end, before = None, None
     for tensor in sorted(reader.tensors, key=lambda t: int(t.data_offset)):
         where = f"{path}: tensor '{tensor.name}'"
         try:
@@ -47,12 +48,20 @@ def check_gguf_tensors(path: Path) -> None:
             raise ModelLoadError(f"{where}: {elements} elements do not fill {kind.name} blocks of {block}; {_RECOVER}")
         if n_bytes != elements // block * block_bytes:
             raise ModelLoadError(f"{where}: {n_bytes} bytes do not match {elements} {kind.name} elements; {_RECOVER}")
-        if offset % alignment or offset < end or offset + n_bytes > size:
+        expected = offset if end is None else -(-end // alignment) * alignment
+        if offset != expected:
             raise ModelLoadError(
-                f"{where}: data at byte {offset} is misaligned, overlaps the tensor before it or runs past "
-                f"the end of the file ({size} bytes); {_RECOVER}"
+                f"{path}: tensor '{before}' ends at byte {end} but tensor '{tensor.name}' starts at {offset}: "
+                f"the type, shape or offset of one of them was changed; {_RECOVER}"
             )
-        end = offset + n_bytes
+        if offset + n_bytes > size:
+            raise ModelLoadError(f"{where}: {n_bytes} bytes at {offset} run past the end ({size} bytes); {_RECOVER}")
+        end, before = offset + n_bytes, tensor.name
+    if end is not None and size - end >= alignment:
+        raise ModelLoadError(
+            f"{path}: {size - end} bytes after the data of the last tensor, '{before}': its type or shape was "
+            f"changed; {_RECOVER}"
+        )
 
 
 def check_package_record(path: Path, sha256: str) -> None:
