@@ -61,6 +61,7 @@ def test_a_conf_local_override_of_one_key_keeps_every_other_default(conf, monkey
 def test_the_session_rejects_a_misspelt_group_before_any_node(conf, monkeypatch):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
+    from kedro.validation.exceptions import ParameterValidationError
 
     project = conf.parent
     shutil.copy(ROOT / "pyproject.toml", project)
@@ -68,7 +69,7 @@ def test_the_session_rejects_a_misspelt_group_before_any_node(conf, monkeypatch)
     monkeypatch.chdir(project)
     bootstrap_project(project)
     with KedroSession.create(project_path=project, runtime_params={"stoploss": {"enabled": False}}) as session:
-        with pytest.raises(ParameterError, match="stoploss is not a known parameter group"):
+        with pytest.raises(ParameterValidationError, match="stoploss is not a known parameter group"):
             session.load_context()
     assert not (project / "data").exists() and not (project / "models").exists()
 

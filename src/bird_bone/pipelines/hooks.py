@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kedro.framework.hooks import hook_impl
+from kedro.validation.exceptions import ParameterValidationError
 
 from bird_bone.config import ParameterError, PruneParams, check_parameter_groups
 from bird_bone.io.atomic import remove_stale_temporaries
@@ -60,7 +61,10 @@ class ParameterCheckHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        validated = check_parameter_groups(context.config_loader["parameters"])
+        try:
+            validated = check_parameter_groups(context.config_loader["parameters"])
+        except ParameterError as exc:  # the error Kedro's own validation of node parameters raises
+            raise ParameterValidationError(f"Parameter validation failed:\n- {exc}") from exc
         prune = validated.get("prune")
         self._nm = prune.nm if isinstance(prune, PruneParams) else (0, 0)
         self._checked = False
