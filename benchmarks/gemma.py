@@ -70,14 +70,14 @@ def pruned_perplexity(method: str, windows: int) -> dict:
     """WikiText-2 perplexity after one 50 % wave of ``method`` (calibration: 32 x 512 from WikiText-2
     validation, seed 0, BOS-led; the pipeline's default calibration order)."""
     from bird_bone.data.windows import calibration_windows
-    from bird_bone.prune.wave import mask_sparsity, prune_wave
+    from bird_bone.prune.layerwise import mask_sparsity, prune_layers
 
     model, tok, _ = load_model("gemma3-270m")
     calib_text = (SHARED / "wikitext2-valid-tokenized.txt").read_text()
     calib = calibration_windows(tokenize_text(tok, calib_text), 512, 32, 0, "calibration", bos_token(tok))
     test_text = (SHARED / "wikitext2-raw-test.txt").read_text()
     test = evaluation_windows(tokenize_text(tok, test_text), 512, windows, "test", bos_token(tok))
-    masks = prune_wave(model, method, 0.5, calib, batch_size=4, true_sequential="auto")
+    masks = prune_layers(model, method, 0.5, calib, batch_size=4, true_sequential="auto")
     ppl = perplexity(model, test, batch_size=1, progress=False).perplexity
     return {"method": method, "sparsity": mask_sparsity(masks), "wikitext2_perplexity": ppl}
 

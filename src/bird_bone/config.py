@@ -11,7 +11,9 @@ Kedro (>= 1.3) validates node inputs typed with these models when it builds the 
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import difflib
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -19,6 +21,7 @@ from bird_bone.heal.config import HealParams, RegrowParams, StopLossParams
 from bird_bone.lowrank.config import LowRankParams
 from bird_bone.params import ParameterError, Params, describe_errors
 from bird_bone.prune.config import PruneParams, StructuredParams
+from bird_bone.quant.config import NovaqConfig
 
 __all__ = [
     "CalibrationParams",
@@ -28,6 +31,7 @@ __all__ = [
     "HealParams",
     "LowRankParams",
     "ModelParams",
+    "NovaqConfig",
     "ParameterError",
     "Params",
     "PruneParams",
@@ -35,7 +39,9 @@ __all__ = [
     "StopLossParams",
     "StructuredParams",
     "TextParams",
+    "check_parameter_groups",
     "describe_errors",
+    "parameter_models",
 ]
 
 
@@ -86,3 +92,25 @@ class ExportParams(Params):
     eval_windows: int = Field(2, ge=0, description="evaluation windows scored in llama.cpp for the report (0: none)")
     pre_tokenizer: str | None = Field(None, description="llama.cpp pre-tokenizer name (None: from the tokenizer)")
     threads: int = Field(0, ge=0, description="llama.cpp threads (0: all cores)")
+
+
+def parameter_models() -> dict[str, type[Params]]:
+    """Each top-level parameter group (``section``) and the model that validates it."""
+    models: dict[str, type[Params]] = {}
+    stack = list(Params.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.__dict__.get("section") and "." not in cls.section:  # "novaq.refine" is nested, not a group
+            models.setdefault(cls.section, cls)
+    return models
+
+
+def check_parameter_groups(parameters: Mapping[str, Any]) -> dict[str, Params]:
+    """Validate every group of ``parameters`` by its model; a group no model knows is an error."""
+    models = parameter_models()
+    for name in sorted(set(parameters) - set(models)):
+        close = difflib.get_close_matches(name, list(models), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ParameterError(f"{name} is not a known parameter group{hint}; known: {', '.join(sorted(models))}")
+    return {name: models[name].model_validate(value) for name, value in parameters.items()}

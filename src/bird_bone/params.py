@@ -37,9 +37,9 @@ def describe_errors(section: str, exc: ValidationError) -> str:
 
 
 class Params(BaseModel):
-    """Base: forbid unknown keys, immutable, errors that name the parameter."""
+    """Base: forbid unknown keys, immutable, no NaN or infinity, errors that name the parameter."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     section: ClassVar[str] = ""
 
     @classmethod

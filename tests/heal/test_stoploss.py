@@ -40,3 +40,15 @@ def test_patience_one_reverts_to_the_baseline_at_once():
 def test_state_round_trips_through_json_dicts():
     state = run([10.2, 11.0])[-1]
     assert LoopState.from_dict({**state.to_dict(), "fingerprint": "x"}) == state
+
+
+def test_a_non_finite_perplexity_reverts_at_once_whatever_the_patience():
+    for bad in (float("nan"), float("inf")):
+        states = run([10.2, bad, 10.3], patience=5)
+        assert [s.status for s in states] == ["accepted", "reverted", "skipped"]
+        assert states[1].accepted_wave == 1 and states[1].accepted_perplexity == 10.2 and states[1].stopped
+
+
+def test_a_non_finite_first_wave_reverts_to_the_baseline():
+    states = run([float("nan")], patience=2)
+    assert states[0].status == "reverted" and states[0].accepted_wave == 0 and states[0].accepted_perplexity == 10.0

@@ -20,7 +20,7 @@ from bird_bone.models.adapters import keep_neurons, mlp_widths, prunable_linears
 from bird_bone.models.families import family_of, lora_targets
 from bird_bone.models.loading import load_model
 from bird_bone.prune.structured import remove_neurons
-from bird_bone.prune.wave import prune_wave
+from bird_bone.prune.layerwise import prune_layers
 from bird_bone.quant.novaq import NovaqConfig, apply_quantized, quantize_model
 from tests.conftest import TINY_TEXT
 from tests.models.tiny_families import FAMILY_NAMES, make_tiny_family
@@ -61,7 +61,7 @@ def test_an_unsupported_family_fails_at_load_naming_it_and_the_supported(tmp_pat
 )
 def test_pruning_methods_reach_their_sparsity(family, method, n, m, tiny_tokenizer, windows):
     model = make_tiny_family(family, len(tiny_tokenizer))
-    masks = prune_wave(model, method, 0.5, windows, n=n, m=m, batch_size=4)
+    masks = prune_layers(model, method, 0.5, windows, n=n, m=m, batch_size=4)
     linears = prunable_linears(model)
     assert set(masks) == set(linears)
     for name, mask in masks.items():
@@ -91,7 +91,7 @@ def test_structured_cut_is_exact_and_round_trips_through_checkpoint_and_gguf(fam
 @families
 def test_heal_keeps_the_masks_and_regrow_reopens_some(family, tiny_tokenizer, windows):
     model = make_tiny_family(family, len(tiny_tokenizer))
-    masks = prune_wave(model, "wanda", 0.5, windows, batch_size=4)
+    masks = prune_layers(model, "wanda", 0.5, windows, batch_size=4)
     result = micro_heal(model, windows, masks, 2, base="full", window_length=16, progress=False, learning_rate=1e-2)
     assert len(result.loss) == 2 and result.merged_modules == len(masks)
     linears = prunable_linears(model)

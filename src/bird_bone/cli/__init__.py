@@ -1,12 +1,26 @@
 """Command-line tools of bird-bone: the ``novaq`` tool lives in ``bird_bone.cli.novaq``.
 
-Kedro imports ``<package>.cli`` and expects a click group named ``cli`` there for project-specific
-``kedro`` commands; bird-bone adds none, so the group below is empty on purpose.
+Kedro imports ``<package>.cli`` and takes the click group named ``cli`` there as project commands,
+which override its built-ins: bird-bone's ``kedro run`` (clear one-line errors, N:M values on the
+command line, ``--check``) lives in ``bird_bone.pipelines.cli`` and is loaded only when asked for,
+so this package never imports Kedro.
 """
 
 import click
 
 
-@click.group(name="bird-bone")
+class _ProjectCommands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return ["run"]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name != "run":
+            return None
+        from bird_bone.pipelines.cli import run  # the Kedro layer, only under `kedro`
+
+        return run
+
+
+@click.group(name="bird-bone", cls=_ProjectCommands)
 def cli() -> None:
-    """bird-bone adds no project commands to kedro; see `novaq --help`."""
+    """bird-bone's `kedro run`; see also `novaq --help`."""

@@ -35,6 +35,7 @@ from bird_bone.export.gguf_template import copy_metadata, template_path
 from bird_bone.export.gguf_vocab import add_vocab
 from bird_bone.io.atomic import atomic_path
 from bird_bone.models.families import Family, family_of
+from bird_bone.models.gguf_check import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ def write_gguf(
     if check_type(type) not in WRITER_TYPES:
         raise ArtifactError(f"GGUF type {type} is made by llama.cpp's quantizer: use export_gguf")
     family = check_architecture(model)
+    check_finite(model, "the model to export", ArtifactError, "export the last accepted checkpoint instead")
     template = Path(template) if template else template_path((metadata or {}).get("provenance"))
     if tokenizer is None and template is None:
         raise ArtifactError("GGUF export needs the model's tokenizer: the checkpoint has none")

@@ -4,10 +4,14 @@ A wave whose perplexity rose by more than ``max_increase`` (relative) over the w
 strike. ``patience`` consecutive strikes revert the model to the last accepted wave (the one before
 the strikes began) and stop pruning, as early stopping with best-weight restore does; a good wave
 after fewer strikes accepts the waves on probation.
+
+A non-finite perplexity (NaN or inf: the heal diverged, the weights went bad) is never compared, since
+every comparison with NaN is false: it is a failed wave that reverts at once, whatever the patience.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 
@@ -40,9 +44,10 @@ def stop_loss_step(state: LoopState, wave: int, perplexity: float, max_increase:
     if state.stopped:
         return LoopState(**{**state.to_dict(), "wave": wave, "status": "skipped"})
     previous = state.previous_perplexity if state.previous_perplexity is not None else perplexity
-    strike = relative_increase(perplexity, previous) > max_increase
+    failed = not math.isfinite(perplexity)
+    strike = failed or relative_increase(perplexity, previous) > max_increase
     strikes = state.strikes + 1 if strike else 0
-    if strike and strikes >= patience:
+    if strike and (failed or strikes >= patience):
         return LoopState(
             wave=wave,
             accepted_wave=state.accepted_wave,

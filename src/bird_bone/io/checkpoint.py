@@ -169,3 +169,43 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> Check
 def weights_directory(path: str | Path) -> Path:
     """The directory that holds checkpoint ``path``'s weights: ``path`` itself, or where its links lead."""
     return _resolve_link(Path(path))
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (header, offsets and size), or None."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or length > size - 8:
+                return f"{path} is truncated ({size} bytes)"
+            header = json.loads(handle.read(length))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"{path} has a damaged header ({exc})"
+    if 8 + length + max(ends, default=0) != size:
+        return f"{path} is truncated or padded: {size} bytes, its header describes {8 + length + max(ends, default=0)}"
+    return None
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why checkpoint ``path`` cannot be loaded whole (missing, broken link, damaged files), or None.
+
+    Cheap: it reads headers, not weights, so a resumed run can tell a damaged checkpoint of a finished
+    wave (killed mid-copy, disk trouble) from a good one before relying on it."""
+    try:
+        root = _resolve_link(Path(path))
+    except ArtifactError as exc:
+        return str(exc)
+    if not (root / "config.json").is_file():
+        return f"checkpoint {root} is incomplete: config.json is missing"
+    files = sorted(root.glob("*.safetensors"))
+    if not any(f.name != MASKS_FILE for f in files):
+        return f"checkpoint {root} is incomplete: no *.safetensors weights"
+    for json_file in (root / "config.json", root / METADATA_FILE):
+        try:
+            if json_file.is_file():
+                json.loads(json_file.read_text())
+        except (OSError, ValueError) as exc:
+            return f"{json_file} is not valid JSON ({exc})"
+    return next(filter(None, map(_safetensors_problem, files)), None)

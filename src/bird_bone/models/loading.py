@@ -31,6 +31,7 @@ from torch import nn
 from bird_bone.errors import ModelLoadError
 from bird_bone.io.atomic import atomic_directory, atomic_path, sha256_file
 from bird_bone.models.families import FAMILIES, family_of, supported
+from bird_bone.models.gguf_check import check_finite, check_gguf_tensors, check_package_record
 
 log = logging.getLogger(__name__)
 
@@ -179,19 +180,10 @@ def _has_gguf_magic(path: Path) -> bool:
 
 
 def check_gguf(path: Path) -> None:
-    """Fail with a clear error unless ``path`` is a complete, parseable GGUF file."""
-    import gguf
-
+    """Fail with a clear error unless ``path`` is a complete, consistent GGUF file (see gguf_check)."""
     if not _has_gguf_magic(path):
         raise ModelLoadError(f"{path} is not a GGUF file (its first bytes are not 'GGUF')")
-    try:
-        reader = gguf.GGUFReader(path)
-        size = path.stat().st_size
-        for tensor in reader.tensors:
-            if tensor.data_offset + tensor.n_bytes > size:
-                raise ValueError(f"tensor '{tensor.name}' runs past the end of the file")
-    except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on bad bytes
-        raise ModelLoadError(f"{path} is a truncated or corrupt GGUF file: {exc}") from exc
+    check_gguf_tensors(path)
 
 
 def check_gguf_family(path: Path) -> None:
@@ -210,6 +202,8 @@ def _load_gguf(path: Path, dtype: str, cache: Path, spec: str, kind: str) -> Loa
     check_gguf(path)
     check_gguf_family(path)
     digest = sha256_file(path)
+    if kind == "embedded":
+        check_package_record(path, digest)
     converted = cache / "gguf" / digest[:24]
     marker = converted / _CONVERTED_MARKER
     if not (marker.is_file() and json.loads(marker.read_text()).get("sha256") == digest):
@@ -233,6 +227,7 @@ def _convert_gguf(path: Path, digest: str, target: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except Exception as exc:
         raise ModelLoadError(f"transformers could not load GGUF {path}: {exc}") from exc
+    check_finite(model, path)  # before the converted copy is cached
     # The weights are dequantized float tensors now; drop the GGUF quantizer so it saves as plain HF.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -259,6 +254,7 @@ def _load_hf_dir(path: Path, dtype: str, provenance: Provenance, hash_files: boo
     except Exception as exc:
         raise ModelLoadError(f"transformers could not load the model in {path}: {exc}") from exc
     own_memory(model)
+    check_finite(model, provenance.location)
     model.eval()
     if hash_files:
         provenance.files = {

@@ -5,6 +5,7 @@ The reading and writing itself lives in the pure library (``bird_bone.io``)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path, PurePosixPath
@@ -14,16 +15,20 @@ from kedro.io import AbstractDataset
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.text import TextDataset
 
-from bird_bone.io.atomic import atomic_path, atomic_write_text
+from bird_bone.errors import ArtifactError
+from bird_bone.io.atomic import atomic_path, atomic_write_text, strict_json
 from bird_bone.io.checkpoint import (
     LINK_FILE,
     MASKS_FILE,
     Checkpoint,
+    checkpoint_problem,
     load_checkpoint,
     save_checkpoint,
     weights_directory,
 )
 from bird_bone.io.tensors import load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointDataset(AbstractDataset[Checkpoint, Checkpoint]):
@@ -109,13 +114,14 @@ def _local_path(dataset) -> str | None:
 
 
 class AtomicJSONDataset(JSONDataset):
-    """kedro-datasets' JSONDataset, but a local save is temp-file-then-rename."""
+    """kedro-datasets' JSONDataset, but a local save is temp-file-then-rename and strict JSON: a NaN or
+    infinity (a diverged wave's perplexity) is written as null, never as a bare ``NaN``."""
 
     def save(self, data: Any) -> None:
         path = _local_path(self)
         if path is None:
-            return super().save(data)
-        atomic_write_text(path, json.dumps(data, **self._save_args))
+            return super().save(strict_json(data))
+        atomic_write_text(path, json.dumps(strict_json(data), **{**self._save_args, "allow_nan": False}))
         self._invalidate_cache()
 
 
@@ -146,7 +152,19 @@ class WaveResumeDataset(AbstractDataset[dict, None]):
             record = json.loads(self._record.read_text())
         except (OSError, json.JSONDecodeError):
             return None  # an earlier format or a hand-edited file: the wave is simply run again
-        return {"state": state, "record": record, "checkpoint": lambda: load_checkpoint(self._checkpoint)}
+        problem = checkpoint_problem(self._checkpoint) if state.get("status") not in ("reverted", "skipped") else None
+        if problem:
+            log.warning("%s: the finished wave is computed again", problem)
+            return None
+        return {"state": state, "record": record, "checkpoint": self._load_checkpoint}
+
+    def _load_checkpoint(self) -> Checkpoint:
+        try:
+            return load_checkpoint(self._checkpoint)
+        except ArtifactError as exc:
+            raise ArtifactError(
+                f"{exc}. To compute this wave again, delete {self._state} and run the same command again"
+            ) from exc
 
     def save(self, data) -> None:
         raise NotImplementedError("WaveResumeDataset is read-only; the wave's own outputs write these files")
