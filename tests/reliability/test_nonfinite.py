@@ -9,14 +9,14 @@ import math
 import pytest
 import torch
 
-from bird_bone.config import CalibrationParams, EvalParams, HealParams, PruneParams, RegrowParams, StopLossParams
+from bird_bone.config import DataParams, EvalParams, HealParams, PruneParams, RegrowParams, StopLossParams
 from bird_bone.errors import ArtifactError
 from bird_bone.eval.perplexity import perplexity
 from bird_bone.export.gguf import write_gguf
-from bird_bone.heal.loop import run_wave
 from bird_bone.heal.stoploss import LoopState
 from bird_bone.io.checkpoint import Checkpoint
 from bird_bone.pipelines.datasets import AtomicJSONDataset
+from bird_bone.pipelines.loop.nodes import wave_node
 
 
 def strict_loads(text: str):
@@ -26,30 +26,33 @@ def strict_loads(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_a_diverged_heal_is_a_failed_wave_that_reverts(tiny_model, tiny_tokenizer):
+@pytest.mark.parametrize("stop_loss_enabled", [True, False])
+def test_a_diverged_heal_is_a_failed_wave_that_reverts(tiny_model, tiny_tokenizer, stop_loss_enabled):
     torch.manual_seed(0)
     calibration = torch.randint(3, len(tiny_tokenizer), (4, 16))
     evaluation = torch.randint(3, len(tiny_tokenizer), (2, 16))
     ppl = perplexity(tiny_model, evaluation, 2, progress=False).perplexity
     baseline = Checkpoint(tiny_model, tiny_tokenizer, {})
-    outcome = run_wave(
-        1,
+    state = {**LoopState(0, 0, ppl, ppl, 0, False, "baseline").to_dict(), "fingerprint": "0"}
+    data = {"source": "embedded", "windows": 4, "window_length": 16, "batch_size": 2}
+    current, accepted, record, new_state = wave_node(
         baseline,
         baseline,
-        LoopState(0, 0, ppl, ppl, 0, False, "baseline"),
+        state,
+        baseline,
         None,
         calibration,
         evaluation,
         PruneParams(method="magnitude", waves=2),
         HealParams(steps=3, base="full", learning_rate=1e30, window_length=8, batch_size=2),
         RegrowParams(enabled=False),
-        StopLossParams(patience=2),
-        CalibrationParams(source="embedded", windows=4, window_length=16, batch_size=2),
+        StopLossParams(enabled=stop_loss_enabled, patience=2),
+        DataParams(calibration=data, evaluation={"source": "embedded"}),
         EvalParams(windows=2, window_length=16, batch_size=2),
     )
-    assert not math.isfinite(outcome.record["perplexity"])
-    assert outcome.state.status == "reverted" and outcome.state.stopped and outcome.state.accepted_wave == 0
-    assert outcome.checkpoint is baseline  # the model going forward is the accepted one, not the NaN one
+    assert not math.isfinite(record["perplexity"])
+    assert new_state["status"] == "reverted" and new_state["stopped"] and new_state["accepted_wave"] == 0
+    assert current is baseline and accepted is baseline  # the model going forward is the accepted one
 
 
 def test_reports_are_strict_json_with_null_for_non_finite_numbers(tmp_path):

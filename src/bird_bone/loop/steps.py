@@ -113,7 +113,7 @@ def judge_step(
         "previous_perplexity": previous,
         "delta": relative_increase(ppl, previous) if previous else None,
     }
-    if enabled:
+    if enabled or not math.isfinite(ppl):  # a non-finite perplexity is a failed wave, stop-loss or not
         new_state = stop_loss_step(state, wave, ppl, max_ppl_increase, patience)
     else:
         new_state = LoopState(wave, wave, ppl, ppl, 0, False, "accepted")
