@@ -77,7 +77,7 @@ class ParameterCheckHook:
         # here, not at the top: settings.py imports this module for every `kedro` command, and these
         # pull in torch and transformers, which only a run needs
         from bird_bone.io.checkpoint import Checkpoint
-        from bird_bone.prune.wave import check_pattern
+        from bird_bone.prune.layerwise import check_pattern
 
         for value in outputs.values():
             if isinstance(value, Checkpoint):
