@@ -19,8 +19,8 @@ from bird_bone.lowrank.svd import factorize_linears
 from bird_bone.models.adapters import keep_neurons, mlp_widths, prunable_linears
 from bird_bone.models.families import family_of, lora_targets
 from bird_bone.models.loading import load_model
-from bird_bone.prune.structured import remove_neurons
 from bird_bone.prune.layerwise import prune_layers
+from bird_bone.prune.structured import remove_neurons
 from bird_bone.quant.novaq import NovaqConfig, apply_quantized, quantize_model
 from tests.conftest import TINY_TEXT
 from tests.models.tiny_families import FAMILY_NAMES, make_tiny_family
