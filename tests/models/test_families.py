@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bird_bone.errors import ModelLoadError
-from bird_bone.eval.llamacpp import llama_logits, load_llama
+from bird_bone.eval.llamacpp import load_llama
 from bird_bone.export.gguf import write_gguf
 from bird_bone.heal.qlora import micro_heal
 from bird_bone.heal.regrow import regrow
@@ -23,6 +23,7 @@ from bird_bone.prune.layerwise import prune_layers
 from bird_bone.prune.structured import remove_neurons
 from bird_bone.quant.novaq import NovaqConfig, apply_quantized, quantize_model
 from tests.conftest import TINY_TEXT
+from tests.export.test_gguf import gguf_logits
 from tests.models.tiny_families import FAMILY_NAMES, make_tiny_family
 
 families = pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -37,14 +38,6 @@ def windows(tiny_tokenizer) -> torch.Tensor:
 def logits(model, ids: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return model(ids).logits.float().numpy()
-
-
-def gguf_logits(path, ids: list[int]) -> np.ndarray:
-    llm = load_llama(path, n_ctx=64, threads=2)
-    try:
-        return llama_logits(llm, ids)
-    finally:
-        llm.close()
 
 
 def test_an_unsupported_family_fails_at_load_naming_it_and_the_supported(tmp_path):
