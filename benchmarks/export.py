@@ -1,8 +1,10 @@
 """Benchmark: GGUF export of the embedded model in every export type, measured in llama.cpp.
 
     .venv/bin/python benchmarks/export.py [--windows 8] [--types F32,Q8_0,Q4_K_M,...] [--no-novaq]
+    .venv/bin/python benchmarks/export.py --model gemma3-270m --text tinystories-valid.txt --windows 32
 
-Protocol: WikiText-2 raw test tokenized once (no BOS), first N non-overlapping windows of 512 tokens,
+Protocol: WikiText-2 raw test (or ``--text``) tokenized once, BOS as the first token of every window
+where the tokenizer adds one (Gemma; SmolLM2 adds none), first N non-overlapping windows of 512 tokens,
 perplexity computed in llama.cpp (llama-cpp-python, F32 KV cache, no flash attention) on those token
 windows, and in transformers on the same windows for reference. Importance matrix: per-column sums
 of x^2 at every decoder linear's input (what the prune stage's activation logging stores) over 16
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 
 from bird_bone.calibration.statistics import collect_input_statistics
-from bird_bone.data.windows import calibration_windows, evaluation_windows, tokenize_text
+from bird_bone.data.windows import bos_token, calibration_windows, evaluation_windows, tokenize_text, window_convention
 from bird_bone.errors import ArtifactError
 from bird_bone.eval.llamacpp import llama_perplexity, llama_throughput
 from bird_bone.eval.perplexity import perplexity
@@ -89,24 +91,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--novaq-types", default="Q8_0,Q4_K_M")
     parser.add_argument("--novaq", type=Path, help="a NOVAQ directory to export (default: a quick one made here)")
     parser.add_argument("--no-novaq", action="store_true")
+    parser.add_argument("--model", default="smollm2-135m", help="embedded name or model source")
+    parser.add_argument("--text", default="wikitext2-raw-test.txt", help="evaluation text in ../shared/data")
     args = parser.parse_args(argv)
-    model, tok, _ = load_model("smollm2-135m")
-    test = evaluation_windows(tokenize_text(tok, (DATA / "wikitext2-raw-test.txt").read_text()), 512, args.windows)
-    calib = calibration_windows(tokenize_text(tok, (DATA / "wikitext2-valid-tokenized.txt").read_text()), 512, 16, 0)
+    model, tok, _ = load_model(args.model)
+    bos, label = bos_token(tok), args.model.split("-")[0]
+    text = tokenize_text(tok, (DATA / args.text).read_text())
+    test = evaluation_windows(text, 512, args.windows, bos=bos)
+    calib_text = tokenize_text(tok, (DATA / "wikitext2-valid-tokenized.txt").read_text())
+    calib = calibration_windows(calib_text, 512, 16, 0, bos=bos)
     imatrix = importance_matrix(activation_statistics(model, calib), model, tokens=calib.numel())
     reference = perplexity(model, test, batch_size=2, progress=False).perplexity
-    lines = [f"windows: {args.windows} x 512 WikiText-2 raw test; transformers float32 perplexity {reference:.3f}", ""]
+    lines = [f"{args.model}: {args.windows} x 512 of {args.text}, {window_convention(tok)}; transformers float32 "
+             f"perplexity {reference:.3f}", ""]  # fmt: skip
     lines += HEADER
     with tempfile.TemporaryDirectory(prefix="bird_bone_export_bench_") as tmp:
         out = Path(tmp)
         for type in args.types.split(","):
-            lines.append(measure("smollm2", model, tok, type, imatrix, test, reference, out))
+            lines.append(measure(label, model, tok, type, imatrix, test, reference, out))
             print(lines[-1], file=sys.stderr, flush=True)
         for type in filter(None, args.no_imatrix_rows.split(",")):
             try:
-                lines.append(measure("smollm2", model, tok, type, None, test, reference, out))
+                lines.append(measure(label, model, tok, type, None, test, reference, out))
             except ArtifactError as exc:  # IQ2_XXS: llama.cpp refuses without an importance matrix
-                lines.append(f"| smollm2 | {type} | no | refused: {exc} | | | | | |")
+                lines.append(f"| {label} | {type} | no | refused: {exc} | | | | | |")
             print(lines[-1], file=sys.stderr, flush=True)
         if not args.no_novaq:
             dequantized = novaq_model(model, tok, out, args.novaq)
