@@ -78,3 +78,13 @@ def test_distillation_loss_is_zero_for_equal_logits_and_positive_otherwise():
     logits = torch.randn(2, 5, 11)
     assert distillation_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
     assert distillation_loss(logits, torch.randn(2, 5, 11), 2.0).item() > 0.01
+
+
+def test_heal_pieces_start_with_bos_only_when_the_tokenizer_adds_one():
+    from bird_bone.heal.qlora import _batches
+
+    windows = torch.arange(2 * 8).reshape(2, 8) + 10
+    plain = next(_batches(windows, 4, 4, seed=0))
+    assert sorted(plain[:, 0].tolist()) == [10, 14, 18, 22]  # pieces cut as they are
+    led = next(_batches(windows, 4, 4, seed=0, bos=1))
+    assert led[:, 0].tolist() == [1, 1, 1, 1] and torch.equal(led[:, 1:], plain[:, 1:])

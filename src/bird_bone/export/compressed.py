@@ -105,8 +105,8 @@ def round_to_grid(module: nn.Module) -> None:
     scale, zero_point = calculate_qparams(low, high, args)
     module.weight_scale.data.copy_(scale.reshape(module.weight_scale.shape))
     module.weight_zero_point.data.copy_(zero_point.reshape(module.weight_zero_point.shape))
-    rounded = fake_quantize(weight, module.weight_scale, module.weight_zero_point, args)
-    module.weight.data.copy_(torch.where(weight == 0, torch.zeros_like(rounded), rounded))  # zeros stay zero
+    # every preset is symmetric (zero point 0), so a pruned weight rounds to exactly 0 and masks hold
+    module.weight.data.copy_(fake_quantize(weight, module.weight_scale, module.weight_zero_point, args))
 
 
 def _check_uniform(model: nn.Module) -> None:

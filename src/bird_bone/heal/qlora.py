@@ -78,11 +78,10 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     return kl * temperature**2
 
 
-def _batches(windows: torch.Tensor, window_length: int, batch_size: int, seed: int):
-    """Endless shuffled batches of ``window_length``-token pieces cut from ``windows`` [N, L]."""
-    pieces = windows[:, : windows.shape[1] // window_length * window_length].reshape(-1, window_length)
-    if windows.shape[0] > 1 and bool((windows[:, 0] == windows[0, 0]).all()):  # windows start with BOS: pieces too
-        pieces = with_bos(pieces, int(windows[0, 0]))
+def _batches(windows: torch.Tensor, window_length: int, batch_size: int, seed: int, bos: int | None = None):
+    """Endless shuffled batches of ``window_length``-token pieces cut from ``windows`` [N, L], each
+    starting with ``bos`` when the tokenizer adds one (see bird_bone.data.windows)."""
+    pieces = with_bos(windows[:, : windows.shape[1] // window_length * window_length].reshape(-1, window_length), bos)
     if pieces.shape[0] == 0:
         raise ValueError(
             f"heal window_length {window_length} is longer than the calibration windows ({windows.shape[1]})"
@@ -115,6 +114,7 @@ def micro_heal(
     kd_weight: float = 0.0,
     temperature: float = 2.0,
     seed: int = 0,
+    bos: int | None = None,
     progress: bool = True,
     callback=None,
 ) -> HealResult:
@@ -148,7 +148,7 @@ def micro_heal(
     student, optimizer = accelerator.prepare(student, optimizer)
     if teacher is not None and kd_weight > 0:
         teacher = teacher.to(accelerator.device)
-    batches = _batches(windows, window_length, batch_size, seed + accelerator.process_index)
+    batches = _batches(windows, window_length, batch_size, seed + accelerator.process_index, bos)
     for _ in tqdm(range(steps), desc="micro-heal", unit="step", disable=not progress):
         batch = next(batches).to(accelerator.device)
         logits = student(input_ids=batch, use_cache=False).logits[:, :-1]

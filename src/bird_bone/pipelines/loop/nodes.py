@@ -11,6 +11,7 @@ import time
 import torch
 
 from bird_bone.config import DataParams, EvalParams, HealParams, PruneParams, RegrowParams, StopLossParams
+from bird_bone.data.windows import bos_token
 from bird_bone.heal.report import curve_csv, curve_rows, healing_figure, render_loop_report
 from bird_bone.heal.stoploss import LoopState
 from bird_bone.io.checkpoint import Checkpoint
@@ -121,6 +122,7 @@ def _run_wave(
         steps,
         teacher=teacher.model if teacher is not None else None,
         seed=heal.seed + wave,
+        bos=bos_token(previous.tokenizer),
         **heal.options(),
     )
     record["heal"] = healed.to_dict()
