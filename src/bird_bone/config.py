@@ -15,7 +15,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bird_bone.heal.config import HealParams, RegrowParams, StopLossParams
 from bird_bone.lowrank.config import LowRankParams
@@ -24,6 +24,7 @@ from bird_bone.prune.config import PruneParams, StructuredParams
 from bird_bone.quant.config import NovaqConfig
 
 __all__ = [
+    "BudgetParams",
     "CalibrationParams",
     "DataParams",
     "EvalParams",
@@ -70,6 +71,24 @@ class DataParams(Params):
     section: ClassVar[str] = "data"
     calibration: CalibrationParams
     evaluation: TextParams
+    second_evaluation: TextParams | None = Field(
+        None, description="a second domain reported beside the evaluation text (None: not reported)"
+    )
+
+
+class BudgetParams(Params):
+    section: ClassVar[str] = "budget"
+    max_ppl_increase: float = Field(
+        0.03, gt=0, description="relative perplexity rise allowed over the seed model, on the evaluation text"
+    )
+    target_bytes: int | None = Field(None, ge=1, description="size the exported file aims at (None: smallest)")
+    target_bpw: float | None = Field(None, gt=0, le=32, description="bits per weight the export aims at")
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if self.target_bytes is not None and self.target_bpw is not None:
+            raise ValueError("set budget.target_bytes or budget.target_bpw, not both")
+        return self
 
 
 class EvalParams(Params):
