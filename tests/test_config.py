@@ -25,16 +25,16 @@ def test_errors_name_the_parameter(cls, raw, message):
     assert message in str(info.value)
 
 
-def test_export_parameters_default_to_q4_k_m_and_name_bad_values():
+def test_export_parameters_default_to_mixed_and_name_bad_values():
     import yaml
 
     from bird_bone.config import ExportParams
     from tests.conftest import ROOT
 
-    assert ExportParams.model_validate({}).type == "Q4_K_M"
+    assert ExportParams.model_validate({}).type == "mixed"
     shipped = yaml.safe_load((ROOT / "conf/base/parameters_export.yml").read_text())["export"]
-    assert ExportParams.model_validate(shipped).type == "Q4_K_M"
-    with pytest.raises(ParameterError, match=r"export\.type: Input should be 'F32'"):
+    assert ExportParams.model_validate(shipped).type == "mixed"
+    with pytest.raises(ParameterError, match=r"export\.type: Input should be 'mixed'"):
         ExportParams.model_validate({"type": "Q5_X"})
     with pytest.raises(ParameterError, match=r"export\.eval_windows must be >= 0 \(got -1\)"):
         ExportParams.model_validate({"eval_windows": -1})

@@ -103,14 +103,21 @@ class EvalParams(Params):
 
 class ExportParams(Params):
     section: ClassVar[str] = "export"
-    type: Literal["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS"] = Field(
-        "Q4_K_M", description="GGUF type; K- and I-quants go through llama.cpp's quantizer"
+    type: Literal["mixed", "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ2_XXS"] = Field(
+        "mixed", description="GGUF type; mixed: a llama.cpp type per tensor, the smallest file within the budget"
     )
     name: str | None = Field(None, description="general.name in the file (None: the model's); path: the catalog's")
     imatrix: bool = Field(True, description="feed the activation statistics to llama.cpp as importance matrix")
     eval_windows: int = Field(2, ge=0, description="evaluation windows scored in llama.cpp for the report (0: none)")
     pre_tokenizer: str | None = Field(None, description="llama.cpp pre-tokenizer name (None: from the tokenizer)")
     threads: int = Field(0, ge=0, description="llama.cpp threads (0: all cores)")
+    sensitivity_windows: int = Field(8, ge=1, description="mixed: calibration windows the sensitivity is measured on")
+    search_steps: int = Field(
+        4, ge=0, description="mixed: bisection steps over byte budgets (one llama.cpp scoring each)"
+    )
+    search_windows: int | None = Field(
+        None, ge=1, description="mixed: evaluation windows each candidate is scored on (None: all, as the seed was)"
+    )
 
 
 def parameter_models() -> dict[str, type[Params]]:

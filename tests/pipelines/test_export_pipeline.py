@@ -21,11 +21,14 @@ def test_pipeline_inputs_and_outputs():
     assert pipeline.inputs() == {
         "compressed_model",
         "prune.activation_statistics",
+        "prune.calibration_windows",
         "seeding.evaluation_windows",
+        "seeding.baseline_metrics",
         "params:data",
         "params:export",
+        "params:budget",
     }
-    assert pipeline.all_outputs() == {"export.gguf_model", "export.export_report"}
+    assert pipeline.all_outputs() == {"export.gguf_model", "export.mixed_search", "export.export_report"}
 
 
 def _stage_inputs(project, tokenizer) -> None:
@@ -41,6 +44,12 @@ def _stage_inputs(project, tokenizer) -> None:
     save_tensors(
         {"windows": torch.tensor(ids).view(3, 32)}, project / "data/02_intermediate/evaluation_windows.safetensors"
     )
+    save_tensors(
+        {"windows": torch.tensor(ids[:64]).view(2, 32)},
+        project / "data/02_intermediate/calibration_windows.safetensors",
+    )
+    (project / "data/08_reporting").mkdir(parents=True, exist_ok=True)
+    (project / "data/08_reporting/baseline_metrics.json").write_text(json.dumps({"perplexity": 50.0}))
 
 
 def test_export_run_on_a_tiny_model(project, tiny_tokenizer):  # noqa: F811
@@ -58,6 +67,19 @@ def test_export_run_on_a_tiny_model(project, tiny_tokenizer):  # noqa: F811
     )
 
 
+def test_mixed_export_run_reports_the_budget_search(project, tiny_tokenizer):  # noqa: F811
+    _stage_inputs(project, tiny_tokenizer)
+    params = {"export": {"type": "mixed", "eval_windows": 1, "threads": 2, "search_steps": 1},
+              "budget": {"max_ppl_increase": 100.0}}  # fmt: skip
+    run_session(project, params, pipeline="export")
+    report = json.loads((project / "data/08_reporting/export_report.json").read_text())
+    mixed = report["mixed"]
+    assert mixed["seed_perplexity"] == 50.0 and mixed["budget"]["max_ppl_increase"] == 100.0
+    assert mixed["meets"] and len(mixed["candidates"]) >= 2 and "smallest" in mixed["reason"]
+    assert mixed["chosen"]["bytes"] == report["size_bytes"] == min(c["bytes"] for c in mixed["candidates"])
+    assert report["type"] == "mixed" and sum(report["tensor_types"].values()) == 20
+
+
 def test_unknown_export_type_fails_by_name(project):  # noqa: F811
     from kedro.validation.exceptions import ParameterValidationError
 
@@ -67,13 +89,17 @@ def test_unknown_export_type_fails_by_name(project):  # noqa: F811
 
 
 def test_the_node_quantizes_and_the_dataset_only_moves_the_file_and_keeps_its_summary(tmp_path, tiny_tokenizer):
-    from bird_bone.config import DataParams, ExportParams
+    from bird_bone.config import BudgetParams, DataParams, ExportParams
     from bird_bone.pipelines.export.datasets import GGUFDataset
     from bird_bone.pipelines.export.nodes import quantize_gguf
 
     checkpoint = Checkpoint(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, {"stage": "prune"})
     data = DataParams(calibration={"source": "x", "windows": 2, "window_length": 16}, evaluation={"source": "x"})
-    staged = quantize_gguf(checkpoint, {}, data, ExportParams(type="F16", imatrix=False))
+    windows = torch.zeros(1, 8, dtype=torch.long)
+    staged, mixed = quantize_gguf(
+        checkpoint, {}, windows, windows, {}, data, ExportParams(type="F16", imatrix=False), BudgetParams()
+    )
+    assert mixed == {}
     assert staged.staged.is_file() and staged.summary.type == "F16"  # the work is done in the node
     dataset = GGUFDataset(filepath=str(tmp_path / "models/export.gguf"))
     dataset.save(staged)

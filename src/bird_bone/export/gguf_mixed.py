@@ -104,12 +104,14 @@ class MixedPlanner:
 
 
 def prepare(model, tokenizer, calibration: torch.Tensor, workdir: Path, metadata: dict | None = None,
-            pre_tokenizer: str | None = None, name: str | None = None, threads: int = 2) -> MixedPlanner:  # fmt: skip
+            pre_tokenizer: str | None = None, name: str | None = None, threads: int = 2,
+            template: str | Path | None = None) -> MixedPlanner:  # fmt: skip
     """Write the F32 GGUF, measure the model's sensitivity on ``calibration`` windows and every
-    (matrix, type) choice's bytes and predicted loss."""
+    (matrix, type) choice's bytes and predicted loss. ``template``: the source GGUF (default: the one
+    named by ``metadata['provenance']``), whose metadata is carried over and whose encodings may be kept."""
     import gguf
 
-    template = template_path((metadata or {}).get("provenance"))
+    template = template or template_path((metadata or {}).get("provenance"))
     f32 = Path(write_gguf(model, tokenizer, workdir / "f32.gguf", "F32", metadata, pre_tokenizer, name, template).path)
     sensitivities = gguf_sensitivities(model, measure_sensitivity(model, calibration))
     matrices = read_matrices(f32)
@@ -147,7 +149,7 @@ def search(planner: MixedPlanner, score: Callable[[Path], float], seed_perplexit
     if target_bytes is not None:
         found = attempt(max(target_bytes, lo))
         why = "meets" if found.meets else "breaks"
-        reason = f"planned at budget.target {target_bytes} bytes; perplexity {found.perplexity:.3f} {why} the ceiling {ceiling:.3f}"
+        reason = f"planned at the target {target_bytes} bytes: perplexity {found.perplexity:.3f} {why} {ceiling:.3f}"
         return _result(tried, found, reason)
     if not attempt(hi).meets:
         best = min((c for c, _ in tried.values()), key=lambda c: c.perplexity)
@@ -163,7 +165,10 @@ def search(planner: MixedPlanner, score: Callable[[Path], float], seed_perplexit
             else:
                 fail = mid
     chosen = tried[ok][0]
-    reason = f"smallest of {len(tried)} candidates within the ceiling {ceiling:.3f} (seed {seed_perplexity:.3f} + {100 * max_increase:g} %)"
+    reason = (
+        f"smallest of {len(tried)} candidates within the ceiling {ceiling:.3f} "
+        f"(seed {seed_perplexity:.3f} + {100 * max_increase:g} %)"
+    )
     return _result(tried, chosen, reason)
 
 
@@ -178,7 +183,8 @@ def _result(tried: dict, chosen: Candidate, reason: str) -> MixedResult:
 
 def export_mixed(model, tokenizer, path: str | Path, calibration: torch.Tensor, score: Callable[[Path], float],
                  seed_perplexity: float, max_increase: float, target_bytes: int | None = None,
-                 target_bpw: float | None = None, metadata: dict | None = None, steps: int = 5, threads: int = 0, **gguf_args) -> MixedResult:  # fmt: skip
+                 target_bpw: float | None = None, metadata: dict | None = None, steps: int = 5, threads: int = 0,
+                 **gguf_args) -> MixedResult:  # fmt: skip
     """The budgeted mixed GGUF of ``model`` at ``path`` (see module docstring)."""
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix=".gguf-mix-", dir=path.parent if path.parent.exists() else None) as tmp:

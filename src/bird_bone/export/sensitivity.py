@@ -31,7 +31,7 @@ class Sensitivity:
 
     def loss(self, error: np.ndarray) -> float:
         """Predicted loss rise of weight error dW (per token)."""
-        # dL ~ 1/2 sum_ij G_i H_j dW_ij^2 (diagonal K-FAC, Martens & Grosse 2015; Fisher-weighted quantization error as in HAWQ-V2 / SqueezeLLM)
+        # dL ~ 1/2 sum_ij G_i H_j dW_ij^2 (diagonal K-FAC, Martens & Grosse 2015; Fisher-weighted as HAWQ-V2/SqueezeLLM)
         sq = np.square(error, dtype=np.float64)
         total = 0.0
         if self.rows is not None and self.columns is not None:
@@ -129,9 +129,8 @@ def measure_sensitivity(model: nn.Module, windows: torch.Tensor) -> dict[str, Se
 def _collect(model, accumulators, embed_key: str, head_key: str) -> dict[str, Sensitivity]:
     result: dict[str, Sensitivity] = {}
     for name, acc in accumulators.items():
-        n = max(acc.tokens, 1)
-        mean = lambda t: None if t is None else (t / n).numpy()  # noqa: E731
-        result[f"{name}.weight"] = Sensitivity(mean(acc.rows), mean(acc.columns), mean(acc.elements))
+        sums = (acc.rows, acc.columns, acc.elements)
+        result[f"{name}.weight"] = Sensitivity(*[None if t is None else (t / max(acc.tokens, 1)).numpy() for t in sums])
     tied = model.get_input_embeddings().weight is model.get_output_embeddings().weight
     if tied:
         head = result.pop(head_key)

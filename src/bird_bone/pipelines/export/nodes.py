@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-from bird_bone.config import DataParams, ExportParams
+from bird_bone.config import BudgetParams, DataParams, ExportParams
 from bird_bone.eval.llamacpp import llama_perplexity
-from bird_bone.export.gguf import LLAMA_CPP_TYPES, GGUFExport
+from bird_bone.export.gguf import LLAMA_CPP_TYPES, GGUFExport, describe_gguf
+from bird_bone.export.gguf_mixed import export_mixed
 from bird_bone.export.imatrix import importance_matrix
 from bird_bone.export.llamacpp_quantize import export_gguf
 from bird_bone.io.checkpoint import Checkpoint
@@ -17,20 +18,49 @@ from bird_bone.pipelines.export.datasets import StagedGGUF
 
 
 def quantize_gguf(
-    checkpoint: Checkpoint, statistics: dict[str, torch.Tensor], data: DataParams, export: ExportParams
-) -> StagedGGUF:
-    """The checkpoint as a GGUF of ``export.type``, staged for the catalog to put in place."""
-    tokens = data.calibration.windows * data.calibration.window_length  # what the statistics ran over
-    imatrix = importance_matrix(statistics, checkpoint.model, tokens) if export.imatrix else None
+    checkpoint: Checkpoint,
+    statistics: dict[str, torch.Tensor],
+    calibration: torch.Tensor,
+    windows: torch.Tensor,
+    baseline: dict,
+    data: DataParams,
+    export: ExportParams,
+    budget: BudgetParams,
+) -> tuple[StagedGGUF, dict]:
+    """The checkpoint as a GGUF of ``export.type``, staged for the catalog to put in place, and for
+    ``mixed`` the budget search's record (every candidate, the one chosen and why)."""
     metadata = {"stage": checkpoint.metadata.get("stage"), "provenance": checkpoint.metadata.get("provenance")}
     staged = Path(tempfile.mkdtemp(prefix="bird-bone-gguf-")) / "model.gguf"
+    if export.type == "mixed":
+        return _mixed(checkpoint, calibration, windows, baseline["perplexity"], export, budget, metadata, staged)
+    tokens = data.calibration.windows * data.calibration.window_length  # what the statistics ran over
+    imatrix = importance_matrix(statistics, checkpoint.model, tokens) if export.imatrix else None
     summary = export_gguf(checkpoint.model, checkpoint.tokenizer, staged, export.type, imatrix, metadata,
                           export.pre_tokenizer, export.threads, export.name)  # fmt: skip
-    return StagedGGUF(staged, summary)
+    return StagedGGUF(staged, summary), {}
 
 
-def report_gguf(gguf_model: GGUFExport, windows: torch.Tensor, export: ExportParams) -> dict:
-    report = {**gguf_model.to_dict(), "imatrix": export.imatrix and export.type in LLAMA_CPP_TYPES}
+def _mixed(checkpoint, calibration, windows, seed: float, export, budget, metadata, staged) -> tuple[StagedGGUF, dict]:
+    scored = windows[: export.search_windows]
+    threads = export.threads or None
+
+    def score(path: Path) -> float:
+        return llama_perplexity(path, scored, threads).perplexity
+
+    result = export_mixed(checkpoint.model, checkpoint.tokenizer, staged, calibration[: export.sensitivity_windows],
+                          score, seed, budget.max_ppl_increase, budget.target_bytes, budget.target_bpw, metadata,
+                          export.search_steps, export.threads, pre_tokenizer=export.pre_tokenizer,
+                          name=export.name)  # fmt: skip
+    record = {"budget": budget.model_dump(), "seed_perplexity": seed, "scored_windows": int(scored.shape[0]),
+              **result.to_dict()}  # fmt: skip
+    return StagedGGUF(staged, describe_gguf(staged, "mixed")), record
+
+
+def report_gguf(gguf_model: GGUFExport, mixed: dict, windows: torch.Tensor, export: ExportParams) -> dict:
+    imatrix = "the exported model's sensitivity" if export.type == "mixed" else export.imatrix
+    report = {**gguf_model.to_dict(), "imatrix": imatrix if export.type in (*LLAMA_CPP_TYPES, "mixed") else False}
+    if mixed:
+        report["mixed"] = {key: value for key, value in mixed.items() if key != "path"}
     if export.eval_windows:
         scored = windows[: export.eval_windows]
         report["llama_cpp_perplexity"] = llama_perplexity(gguf_model.path, scored, export.threads or None).to_dict()

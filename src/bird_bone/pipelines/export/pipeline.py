@@ -1,5 +1,7 @@
-"""GGUF export: the compressed checkpoint (with the activation statistics as llama.cpp importance
-matrix) written as a GGUF file, then read back, sized and scored in llama.cpp."""
+"""GGUF export: the compressed checkpoint written as a GGUF file (``export.type: mixed``: a llama.cpp type
+per tensor from the exported model's own sensitivity, the smallest file within ``params:budget`` against
+the seed perplexity; other types: one llama.cpp file type, the activation statistics as importance
+matrix), then read back, sized and scored in llama.cpp."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -11,18 +13,33 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.quantize_gguf,
-                ["compressed_model", "prune.activation_statistics", "params:data", "params:export"],
-                "gguf_model",
+                [
+                    "compressed_model",
+                    "prune.activation_statistics",
+                    "prune.calibration_windows",
+                    "seeding.evaluation_windows",
+                    "seeding.baseline_metrics",
+                    "params:data",
+                    "params:export",
+                    "params:budget",
+                ],
+                ["gguf_model", "mixed_search"],
                 name="quantize_gguf",
             ),
             Node(
                 nodes.report_gguf,
-                ["gguf_model", "seeding.evaluation_windows", "params:export"],
+                ["gguf_model", "mixed_search", "seeding.evaluation_windows", "params:export"],
                 "export_report",
                 name="report_gguf",
             ),
         ],
         namespace="export",
-        inputs={"compressed_model", "prune.activation_statistics", "seeding.evaluation_windows"},
-        parameters={"params:data", "params:export"},
+        inputs={
+            "compressed_model",
+            "prune.activation_statistics",
+            "prune.calibration_windows",
+            "seeding.evaluation_windows",
+            "seeding.baseline_metrics",
+        },
+        parameters={"params:data", "params:export", "params:budget"},
     )
