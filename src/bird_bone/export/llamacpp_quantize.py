@@ -26,6 +26,7 @@ from bird_bone.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 NEEDS_IMATRIX = ("IQ2_XXS",)  # llama.cpp refuses these without one
+PEER_TYPES = ("Q8_0", "Q6_K", "Q5_K_M")  # llama.cpp file types benchmarks/pareto.py compares with, not export types
 
 
 def _ftype(type: str) -> int:
@@ -44,7 +45,7 @@ def quantize_gguf(
     """Quantize GGUF ``source`` (F32/F16) to ``target`` (atomically) as llama.cpp file type ``type``."""
     import llama_cpp
 
-    if check_type(type) not in LLAMA_CPP_TYPES:
+    if type not in PEER_TYPES and check_type(type) not in LLAMA_CPP_TYPES:
         raise ArtifactError(f"GGUF type {type} is written directly by write_gguf, not by llama.cpp's quantizer")
     if type in NEEDS_IMATRIX and not imatrix:
         raise ArtifactError(f"GGUF type {type} needs an importance matrix: pass activation statistics")
