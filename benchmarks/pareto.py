@@ -141,10 +141,10 @@ def plot(rows: list[Row], path: Path, model: str) -> None:
 
     fig, axes = plt.subplots(1, len(TEXTS), figsize=(11, 4.2))
     for ax, name in zip(axes, TEXTS):
-        for method in dict.fromkeys(r.method for r in rows):
+        for method, marker in zip(dict.fromkeys(r.method for r in rows), "os^Dv*"):
             found = sorted((r for r in rows if r.method == method), key=lambda r: r.bytes)
-            style = "o-" if len(found) > 1 else "s"
-            ax.plot([r.bytes / 1e6 for r in found], [r.perplexity[name] for r in found], style, label=method)
+            style = f"{marker}-" if len(found) > 1 and method != "llama.cpp" else marker
+            ax.plot([r.bytes / 1e6 for r in found], [r.perplexity[name] for r in found], style, label=method, ms=6)
         ax.set(xlabel="file MB", ylabel="perplexity (llama.cpp)", title=f"{model}: {name}", yscale="log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
