@@ -85,13 +85,14 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
 
     if source.suffix == ".gguf" and want("input"):
         rows["input"] = Row("input", source.name, source.stat().st_size, scores(source, texts))
+        _report(rows["input"], rows, args.saved)
     imatrix = importance_matrix(activation_statistics(model, calib), model, tokens=calib.numel())
     for type in PEERS:
         if want(type):
             path = quantize_gguf(planner.f32, out / f"{type}.gguf", type, imatrix)
             rows[type] = Row("llama.cpp", f"{type} + imatrix", path.stat().st_size, scores(path, texts))
             path.unlink()
-            _report(rows[type])
+            _report(rows[type], rows, args.saved)
     targets = {f"mixed@{k}": r.bytes for k, r in rows.items() if r.method in ("input", "llama.cpp")}
     targets |= {f"mixed@{mb}MB": int(mb * 1e6) for mb in args.extra}
     lo, _ = planner.bounds()
@@ -104,7 +105,7 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
                 "bird-bone mixed", key.removeprefix("mixed@"), path.stat().st_size, scores(path, texts), note
             )
             path.unlink()
-            _report(rows[key])
+            _report(rows[key], rows, args.saved)
     if want("budget"):
         dense = perplexity(model, texts["wikitext2"], batch_size=2, progress=False).perplexity
         found = search(planner, lambda p: scores(p, {"wikitext2": texts["wikitext2"]})["wikitext2"], dense, 0.03,
@@ -114,11 +115,15 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
         rows["budget"] = Row("bird-bone mixed, budget", "3 % over dense", path.stat().st_size, scores(path, texts),
                              f"dense {dense:.3f}; {found.reason}; tried {tried}")  # fmt: skip
         path.unlink()
+        _report(rows["budget"], rows, args.saved)
     for row in autoround_rows(loaded, out, texts) if want("autoround") else []:
         rows[f"autoround-{row.label}"] = row
 
 
-def _report(row: Row) -> None:
+def _report(row: Row, rows: dict[str, Row] | None = None, saved: Path | None = None) -> None:
+    """Log ``row`` and save every row so far (a run cut short keeps what it measured)."""
+    if saved is not None:
+        saved.write_text(json.dumps({k: asdict(r) for k, r in rows.items()}, indent=1))
     ppl = ", ".join(f"{k} {v:.3f}" for k, v in row.perplexity.items())
     print(f"{row.method} {row.label}: {row.bytes:,} bytes, {ppl}", file=sys.stderr, flush=True)
 
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out / args.model
     out.mkdir(parents=True, exist_ok=True)
-    saved = out / "rows.json"
+    saved = args.saved = out / f"rows-{args.windows}.json"
     rows = {k: Row(**v) for k, v in json.loads(saved.read_text()).items()} if saved.is_file() else {}
     loaded = load_model(args.model)
     tok, bos = loaded.tokenizer, bos_token(loaded.tokenizer)
