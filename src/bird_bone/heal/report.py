@@ -128,6 +128,8 @@ def render_loop_report(report: dict) -> str:
     ]
     if "neurons_removed" in final:
         lines.append(f"MLP neurons removed: {final['neurons_removed']:.2%}; widths {final['mlp_widths']}.")
+    if report.get("gguf_warning"):
+        lines.append(f"Warning for a GGUF export: {report['gguf_warning']}.")
     if report.get("stop_loss_acted"):
         s = report["stop_loss_acted"]
         lines.append(

@@ -35,6 +35,7 @@ from bird_bone.loop.steps import (
     text_perplexities,
 )
 from bird_bone.prune.layerwise import mask_sparsity
+from bird_bone.prune.sparsity import gguf_sparsity_warning
 from bird_bone.prune.step import neurons_removed, prune_step
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,7 @@ def finish_loop(
         "final": _final_summary(final_record, base, seed_second),
         "stop_loss_acted": acted,
     }
+    report["gguf_warning"] = gguf_sparsity_warning(final.model)  # a sparse model pays nothing in a GGUF
     final_summary = report["final"]
     metrics = {"perplexity": final_summary["perplexity"], "sparsity": final_summary["sparsity"], "waves": len(done)}
     metrics["second_perplexity"] = final_summary["second_perplexity"]
