@@ -75,7 +75,7 @@ def make_heal_text(teacher: Checkpoint, calibration: torch.Tensor, heal: HealPar
     special = list(getattr(tokenizer, "all_special_ids", []) or [])
     bos = bos_token(tokenizer) if tokenizer is not None else None
     return sample_sequences(
-        teacher.model, heal.samples, heal.sample_length, bos=bos, exclude=special, seed=heal.seed, batch_size=8
+        teacher.model, heal.samples, heal.sample_length, bos=bos, exclude=special, seed=heal.seed, batch_size=32
     )
 
 
