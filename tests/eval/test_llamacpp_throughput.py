@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bird_bone.eval.llamacpp import throughput
@@ -13,6 +15,6 @@ def test_throughput_times_prompt_and_generation_of_a_tiny_gguf(tmp_path, tiny_mo
     speed = throughput(path, prompt_tokens=12, gen_tokens=5, threads=1)
     assert speed["prompt_tokens"] == 12 and speed["decode_tokens"] == 5 and speed["threads"] == 1
     assert speed["prompt_tokens_per_s"] > 0 and speed["decode_tokens_per_s"] > 0
-    assert speed["bytes"] == path.stat().st_size
+    assert speed["bytes"] == Path(path).stat().st_size
     with pytest.raises(ValueError, match="gen_tokens"):
         throughput(path, prompt_tokens=12, gen_tokens=0)
