@@ -121,7 +121,7 @@ def bench_waves(args) -> None:
     loaded, calibration, evaluation = setup(args.eval_windows)
     dense = perplexity(loaded.model, evaluation, 4, progress=False).perplexity
     prune = PruneParams(method=args.method, target_sparsity=args.target, waves=args.waves)
-    heal = HealParams(steps=args.steps)
+    heal = HealParams(steps=args.steps, data="calibration", lm_weight=1.0, kd_weight=0.0)  # docs: LM heal
     regrow, stop = RegrowParams(), StopLossParams(max_ppl_increase=args.max_increase, patience=args.patience)
     data = DataParams(calibration={"source": "wikitext2-valid", "fallback": None}, evaluation={"source": "-"})
     ev = EvalParams(windows=args.eval_windows)

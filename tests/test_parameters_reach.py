@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bird_bone.config import (
+    BudgetParams,
     DataParams,
     EvalParams,
     HealParams,
@@ -49,33 +50,38 @@ def inputs():
     return Checkpoint(model, None, {}), calibration, calibration[:2], data
 
 
-def run_wave(inputs, prune, heal, regrow, stop_loss, eval):
-    from bird_bone.pipelines.loop.nodes import start_loop, wave_node
+def run_wave(inputs, prune, heal, regrow, stop_loss, eval, budget=None):
+    from bird_bone.pipelines.loop.nodes import make_heal_text, start_loop, wave_node
 
     base, calibration, evaluation, data = inputs
-    previous, accepted, state = start_loop(base, {"perplexity": 1e9}, calibration, evaluation)
     teacher = Checkpoint(make_tiny_llama(64, seed=1), None, {})
+    heal_text = make_heal_text(teacher, calibration, heal)
+    previous, accepted, state = start_loop(base, {"perplexity": 1e9}, calibration, evaluation, None, heal_text)
     args = (previous, accepted, state, teacher, None, calibration, evaluation)
-    return wave_node(*args, prune, heal, regrow, stop_loss, data, eval), teacher
+    return wave_node(*args, prune, heal, regrow, stop_loss, data, eval, budget, None, heal_text), teacher
 
 
 def test_every_loop_parameter_reaches_its_algorithm(monkeypatch, inputs):
     import bird_bone.loop.steps as steps
+    import bird_bone.pipelines.loop.nodes as nodes
     import bird_bone.prune.step as step
 
     calls: dict = {}
-    for owner, name in ((step, "prune_layers"), (steps, "micro_heal"), (steps, "regrow"), (steps, "stop_loss_step")):
+    for owner, name in ((step, "prune_layers"), (steps, "micro_heal"), (steps, "regrow"), (steps, "stop_loss_step"),
+                        (nodes, "sample_sequences")):  # fmt: skip
         spy(monkeypatch, owner, name, calls)
     spy(monkeypatch, steps, "perplexity", calls)
     prune = PruneParams(method="wanda", target_sparsity=0.4, waves=2, schedule="cubic", blocksize=64,
                         percdamp=0.02, true_sequential=False, prune_embeddings=True)  # fmt: skip
     heal = HealParams(enabled=True, steps=1, base="full", rank=4, alpha=8.0, dropout=0.1, learning_rate=1e-3,
                       target_modules=["q_proj"], batch_size=1, window_length=8, kd_weight=0.5, temperature=3.0,
-                      seed=7)  # fmt: skip
+                      seed=7, data="teacher_samples", samples=3, sample_length=12, lm_weight=0.3)  # fmt: skip
     regrow = RegrowParams(enabled=True, epsilon=0.0, max_fraction=0.2, windows=2, batch_size=1)
-    stop_loss = StopLossParams(enabled=True, max_ppl_increase=0.07, patience=3)
-    (_, _, record, _), teacher = run_wave(inputs, prune, heal, regrow, stop_loss, EvalParams(batch_size=1))
+    stop_loss = StopLossParams(enabled=True, max_ppl_increase=0.07, patience=3, budget_share=0.25)
+    budget = BudgetParams(max_ppl_increase=0.04)
+    (_, _, record, _), teacher = run_wave(inputs, prune, heal, regrow, stop_loss, EvalParams(batch_size=1), budget)
     p, h, r, s = calls["prune_layers"], calls["micro_heal"], calls["regrow"], calls["stop_loss_step"]
+    sampled = calls["sample_sequences"]
     reached = {
         PruneParams: {
             "method": p["method"] == "wanda",
@@ -103,7 +109,11 @@ def test_every_loop_parameter_reaches_its_algorithm(monkeypatch, inputs):
             "window_length": h["window_length"] == 8,
             "kd_weight": h["kd_weight"] == 0.5 and h["teacher"] is teacher.model,
             "temperature": h["temperature"] == 3.0,
-            "seed": h["seed"] == 7 + 1,  # + the wave
+            "seed": h["seed"] == 7 + 1 and sampled["seed"] == 7,  # + the wave
+            "data": h["windows"].shape == (3, 12) and sampled["model"] is teacher.model,
+            "samples": sampled["count"] == 3,
+            "sample_length": sampled["length"] == 12,
+            "lm_weight": h["lm_weight"] == 0.3,
         },
         RegrowParams: {
             "enabled": "regrow" in calls,
@@ -116,6 +126,7 @@ def test_every_loop_parameter_reaches_its_algorithm(monkeypatch, inputs):
             "enabled": "stop_loss_step" in calls,
             "max_ppl_increase": s["max_increase"] == 0.07,
             "patience": s["patience"] == 3,
+            "budget_share": s["budget_increase"] == pytest.approx(0.25 * 0.04),
         },
     }
     for group, fields in reached.items():

@@ -52,3 +52,31 @@ def test_a_non_finite_perplexity_reverts_at_once_whatever_the_patience():
 def test_a_non_finite_first_wave_reverts_to_the_baseline():
     states = run([float("nan")], patience=2)
     assert states[0].status == "reverted" and states[0].accepted_wave == 0 and states[0].accepted_perplexity == 10.0
+
+
+def run_budget(perplexities, patience=2, seed=10.0, budget=0.015):
+    state, states = LoopState(0, 0, seed, seed), []
+    for wave, ppl in enumerate(perplexities, start=1):
+        state = stop_loss_step(state, wave, ppl, 0.03, patience, seed_perplexity=seed, budget_increase=budget)
+        states.append(state)
+    return states
+
+
+def test_a_wave_over_the_budget_reverts_at_once_to_the_wave_before_it_whatever_the_patience():
+    # wave 2 rises 0.5 % over wave 1 (no strike) but is 2 % over the seed: out of a 1.5 % budget
+    states = run_budget([10.1, 10.2, 10.0], patience=2)
+    assert [s.status for s in states] == ["accepted", "reverted", "skipped"]
+    assert states[1].stopped and states[1].accepted_wave == 1 and states[1].accepted_perplexity == 10.1
+
+
+def test_the_budget_keeps_a_wave_on_probation_that_is_within_it():
+    # wave 2 rises 4 % over wave 1 (a strike) yet stays within budget; wave 3 breaks it: wave 2 is kept
+    states = run_budget([9.7, 10.1, 10.2], patience=3)
+    assert [s.status for s in states] == ["accepted", "probation", "reverted"]
+    assert states[2].accepted_wave == 2 and states[2].accepted_perplexity == 10.1
+
+
+def test_a_first_wave_over_the_budget_reverts_to_the_seed_and_within_it_is_kept():
+    assert [(s.status, s.accepted_wave) for s in run_budget([10.2])] == [("reverted", 0)]
+    assert [(s.status, s.accepted_wave) for s in run_budget([10.14])] == [("accepted", 1)]
+    assert run_budget([float("nan")])[0].status == "reverted"

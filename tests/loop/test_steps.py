@@ -9,7 +9,15 @@ import torch
 
 from bird_bone.eval.perplexity import perplexity
 from bird_bone.heal.stoploss import LoopState
-from bird_bone.loop.steps import fingerprint, heal_step, judge_step, probe_loss, regrow_step, skip_reason
+from bird_bone.loop.steps import (
+    fingerprint,
+    heal_step,
+    judge_step,
+    probe_loss,
+    regrow_step,
+    skip_reason,
+    text_perplexities,
+)
 from bird_bone.prune.layerwise import prune_layers
 from tests.conftest import make_tiny_llama
 
@@ -89,3 +97,22 @@ def test_skip_reason_and_fingerprint():
     assert skip_reason(LoopState(), 3, 2) == "prune.waves is 2"
     assert skip_reason(LoopState(stopped=True), 1, 2) == "the stop-loss stopped pruning"
     assert fingerprint(1, "a", [{"x": 1}]) == fingerprint(1, "a", [{"x": 1}]) != fingerprint(2, "a", [{"x": 1}])
+
+
+def test_judge_step_reverts_over_the_budget_and_says_why():
+    model, windows = make_tiny_llama(64), data()
+    ppl = perplexity(model, windows, 2).perplexity
+    seed = ppl / 1.02  # the model is 2 % over the seed
+    start = LoopState(0, 0, seed, seed)
+    state, record = judge_step(model, windows, 2, start, 1, seed_perplexity=seed, budget_increase=0.015)
+    assert state.status == "reverted" and state.stopped and record["reverted_to_wave"] == 0
+    assert record["budget"]["seed_increase"] == pytest.approx(0.02) and record["reason"].startswith("over budget")
+    state, record = judge_step(model, windows, 2, start, 1, seed_perplexity=seed, budget_increase=0.025)
+    assert state.status == "accepted" and record["reason"].startswith("within budget")
+    assert record["budget"]["ceiling"] == pytest.approx(seed * 1.025)
+
+
+def test_text_perplexities_skips_absent_or_empty_texts():
+    model, windows = make_tiny_llama(64), data()
+    got = text_perplexities(model, {"a": windows, "b": None, "c": windows[:0]}, 2)
+    assert got == {"a": perplexity(model, windows, 2).perplexity, "b": None, "c": None}

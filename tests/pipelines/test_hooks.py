@@ -23,5 +23,5 @@ def test_the_hook_value_wins(monkeypatch):
 def test_one_namespace_per_wave_plus_the_baseline_and_the_report():
     pipeline = create_pipeline(4)
     namespaces = {node.namespace for node in pipeline.nodes}
-    assert namespaces == {"wave_0", "wave_1", "wave_2", "wave_3", "wave_4", "loop"}
+    assert namespaces == {"heal", "wave_0", "wave_1", "wave_2", "wave_3", "wave_4", "loop"}  # heal: its text
     assert "wave_4.checkpoint" in pipeline.all_outputs() and "wave_5.checkpoint" not in pipeline.all_outputs()

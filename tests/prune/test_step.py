@@ -35,8 +35,9 @@ def test_mask_steps_are_cumulative_and_match_the_layerwise_pass(tiny_model, meth
 
 
 def test_structured_step_removes_neurons_and_keeps_the_masks_it_was_given(tiny_model):
-    params = PruneParams(method="structured", structured={"clusters": 2, "pattern_tokens": 16, "fraction": 0.25,
-                                                          "max_fraction_per_cluster": 0.5})  # fmt: skip
+    structured = {"clusters": 2, "pattern_tokens": 16, "fraction": 0.25, "max_fraction_per_cluster": 0.5,
+                  "width_multiple": 1}  # fmt: skip
+    params = PruneParams(method="structured", structured=structured)
     given = {"x": torch.ones(2, 2, dtype=torch.bool)}
     step = prune_step(tiny_model, "structured", params.amount(1), windows(tiny_model), given, **params.options())
     assert mlp_widths(tiny_model) == [48, 48] and set(step.masks) == {"x"}

@@ -109,3 +109,20 @@ def llama_throughput(path: str | Path, tokens: torch.Tensor, decode_tokens: int 
         "decode_tokens": len(follow),
         "decode_tokens_per_s": len(follow) / decode_s,
     }
+
+
+def throughput(path: str | Path, prompt_tokens: int = 256, gen_tokens: int = 32, threads: int | None = None) -> dict:
+    """Tokens/s of GGUF ``path`` in llama.cpp: prompt processing of ``prompt_tokens`` in one batch,
+    then generation of ``gen_tokens`` one at a time (:func:`llama_throughput`), as llama-bench does
+    on token ids drawn at random (seed 0) from the file's vocabulary, so any two files compare on
+    the same work. Also the file's bytes and the threads used."""
+    if prompt_tokens < 1 or gen_tokens < 1:
+        raise ValueError(f"need prompt_tokens >= 1 and gen_tokens >= 1, got {prompt_tokens} and {gen_tokens}")
+    llm = load_llama(path, n_ctx=8, threads=threads, logits_all=False)
+    try:
+        vocab = llm.n_vocab()
+    finally:
+        llm.close()
+    ids = torch.randint(vocab, (prompt_tokens + gen_tokens,), generator=torch.Generator().manual_seed(0))
+    speed = llama_throughput(path, ids, gen_tokens, threads)
+    return {**speed, "bytes": Path(path).stat().st_size, "threads": threads or 0}

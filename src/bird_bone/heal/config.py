@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bird_bone.params import Params
 
@@ -28,15 +28,29 @@ class HealParams(Params):
         description="projection names that get LoRA adapters",
     )
     batch_size: int = Field(2, ge=1)
-    window_length: int = Field(256, ge=2, description="tokens per training sequence, cut from calibration windows")
-    kd_weight: float = Field(0.0, ge=0, description="weight of KL(teacher || student) to the dense model's logits")
+    window_length: int = Field(256, ge=2, description="tokens per training sequence, cut from the heal text")
+    data: Literal["teacher_samples", "calibration"] = Field(
+        "teacher_samples",
+        description="heal text: sequences the dense teacher samples (LLM-QAT, no dataset) or the calibration windows",
+    )
+    samples: int = Field(32, ge=1, description="teacher_samples: sequences sampled once per run")
+    sample_length: int = Field(256, ge=2, description="teacher_samples: tokens per sampled sequence")
+    kd_weight: float = Field(1.0, ge=0, description="weight of KL(teacher || student) to the dense model's logits")
+    lm_weight: float = Field(0.0, ge=0, description="weight of the next-token cross-entropy on the heal text")
     temperature: float = Field(2.0, gt=0, description="distillation temperature T")
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _some_loss(self):
+        if self.enabled and self.steps and self.kd_weight == 0 and self.lm_weight == 0:
+            raise ValueError("heal.kd_weight and heal.lm_weight are both 0: the heal would train nothing")
+        return self
+
     def options(self) -> dict:
         """The keywords of :func:`bird_bone.loop.steps.heal_step` besides the step count (0 when
-        not ``enabled``), the teacher and the seed (``seed`` + the wave's number)."""
-        return self.model_dump(exclude={"enabled", "steps", "seed"})
+        not ``enabled``), the teacher and the seed (``seed`` + the wave's number); the heal text
+        (``data``, ``samples``, ``sample_length``) is made once per run, before the waves."""
+        return self.model_dump(exclude={"enabled", "steps", "seed", "data", "samples", "sample_length"})
 
 
 class RegrowParams(Params):
@@ -50,6 +64,13 @@ class RegrowParams(Params):
 
 class StopLossParams(Params):
     section: ClassVar[str] = "stop_loss"
-    enabled: bool = True
+    enabled: bool = Field(True, description="judge every wave (off: every wave is kept, budget or not)")
     max_ppl_increase: float = Field(0.03, ge=0, description="relative perplexity rise over the previous wave")
     patience: int = Field(2, ge=1, description="consecutive waves over the limit before reverting")
+    # The loop may spend this share of budget.max_ppl_increase (against the seed model); the export's
+    # quantizer gets the rest. A wave over the loop's share is reverted and the loop stops.
+    budget_share: float = Field(0.5, ge=0, le=1, description="share of budget.max_ppl_increase the loop may use")
+
+    def budget_increase(self, max_ppl_increase: float) -> float:
+        """The rise over the seed model the loop's waves may reach."""
+        return self.budget_share * max_ppl_increase

@@ -2,8 +2,10 @@
 
 QLoRA (Dettmers et al. 2023): the frozen base is stored in 4-bit NormalFloat (bitsandbytes, which
 runs on the CPU), low-rank adapters (peft LoRA, Hu et al. 2021) are trained on top in full
-precision. Optionally the loss adds a distillation term, KL(p_teacher || p_student) at temperature T
-(Hinton et al. 2015), to a dense teacher's logits. The adapter's delta ``B A * alpha / r`` is then
+precision. The loss is ``lm_weight`` times the next-token cross-entropy plus ``kd_weight`` times a
+distillation term, KL(p_teacher || p_student) at temperature T (Hinton et al. 2015), to a dense
+teacher's logits (the loop's default: distillation alone, on text the teacher sampled,
+:mod:`.samples`). The adapter's delta ``B A * alpha / r`` is then
 merged into the full-precision pruned weights through the mask: ``W <- W + (1 - M) * delta``, so a
 pruned position (M = 1) keeps its exact zero. peft's own ``merge_and_unload`` would add the dense
 delta everywhere (and into the 4-bit copy), which is why the merge is written here.
@@ -112,6 +114,7 @@ def micro_heal(
     window_length: int = 256,
     teacher: nn.Module | None = None,
     kd_weight: float = 0.0,
+    lm_weight: float = 1.0,
     temperature: float = 2.0,
     seed: int = 0,
     bos: int | None = None,
@@ -158,7 +161,7 @@ def micro_heal(
             with torch.no_grad():
                 teacher_logits = teacher(input_ids=batch, use_cache=False).logits[:, :-1]
             kd = distillation_loss(logits, teacher_logits, temperature)
-        loss = ce + kd_weight * kd
+        loss = lm_weight * ce + kd_weight * kd
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()

@@ -60,46 +60,80 @@ def healing_figure(baseline_perplexity: float, records: list[dict]):
     return fig
 
 
+def _ppl(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _budget_line(report: dict) -> str:
+    b = report.get("budget")
+    if not b:
+        return "- Budget: none."
+    judged = "Every wave is judged against it." if b["enforced"] else "Not enforced: stop-loss off."
+    return (
+        f"- Budget: perplexity at most {b['max_ppl_increase']:.1%} over the seed ({b['seed_perplexity']:.3f}); the "
+        f"loop may use {b['budget_share']:.0%} of it, {b['loop_increase']:.2%} (ceiling {b['loop_ceiling']:.3f}), "
+        f"the export the rest. {judged}"
+    )
+
+
+def _wave_row(r: dict) -> str:
+    if r["status"] == "skipped":
+        return f"| {r['wave']} | - | - | - | - | - | - | - | skipped | {r.get('reason', '')} | - |"
+    losses = r["heal"]["loss"]
+    heal_loss = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-"
+    delta = f"{r['delta']:+.2%}" if r.get("delta") is not None else "-"
+    status = r["status"] + (f" → wave {r['reverted_to_wave']}" if r["status"] == "reverted" else "")
+    before = r.get("before_heal") or {}
+    evaluation = f"{_ppl(before.get('evaluation'))} → {r['perplexity']:.3f}"
+    second_before = f"{_ppl(r.get('second_previous_perplexity'))} / {_ppl(before.get('second'))}"
+    second = f"{second_before} → {_ppl(r.get('second_perplexity'))}"
+    return (
+        f"| {r['wave']} | {r['sparsity']:.4f} | {evaluation} | {delta} | {second} | {r['heal']['steps']} | "
+        f"{heal_loss} | {r['regrown_fraction']:.2%} | {status} | {r.get('reason', '')} | {r['seconds']:.0f} |"
+    )
+
+
 def render_loop_report(report: dict) -> str:
-    """Markdown: per wave sparsity, perplexity, delta, heal steps, regrown fraction, status, time."""
+    """Markdown: the budget, then per wave sparsity, perplexity on both texts (after pruning → after
+    healing), delta, heal steps, regrown fraction, verdict and why, time; then the checkpoint passed on."""
     base = report["baseline_perplexity"]
     lines = [
         f"# bird-bone growth-prune-heal report: {report['prune']['method']} ({report['prune']['pattern']}), "
         f"target sparsity {report['prune']['target_sparsity']} over {report['prune']['waves']} wave(s)",
         "",
-        f"- Model: `{report['model']}`. Dense perplexity {base:.3f} on {report['eval_windows']} evaluation windows.",
+        f"- Model: `{report['model']}`. Dense perplexity {base:.3f} on {report['eval_windows']} evaluation windows"
+        f"; second domain {_ppl(report.get('baseline_second_perplexity'))}.",
         f"- Heal: {report['heal']['steps'] if report['heal']['enabled'] else 0} steps per wave, "
         f"{'QLoRA (NF4 base)' if report['heal']['base'] == 'nf4' else 'LoRA (full-precision base)'}, "
-        f"rank {report['heal']['rank']}, KD weight {report['heal']['kd_weight']}.",
+        f"rank {report['heal']['rank']}, on {report['heal'].get('data', 'calibration')}, KD weight "
+        f"{report['heal']['kd_weight']}, LM weight {report['heal'].get('lm_weight', 1.0)}.",
         f"- Stop-loss: {'on' if report['stop_loss']['enabled'] else 'off'}, max rise "
         f"{report['stop_loss']['max_ppl_increase']:.1%} per wave, patience {report['stop_loss']['patience']}.",
+        _budget_line(report),
         "",
-        "| wave | sparsity | perplexity | delta | heal steps | heal loss first → last | regrown | status | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Perplexity: evaluation text after pruning → after healing; second domain: before the wave / after "
+        "pruning → after healing.",
+        "",
+        "| wave | sparsity | perplexity | delta | second domain | heal steps | heal loss first → last | regrown "
+        "| status | why | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[_wave_row(r) for r in report["waves"]],
     ]
-    for r in report["waves"]:
-        if r["status"] == "skipped":
-            lines.append(f"| {r['wave']} | - | - | - | - | - | - | skipped ({r.get('reason', '')}) | - |")
-            continue
-        losses = r["heal"]["loss"]
-        heal_loss = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-"
-        delta = f"{r['delta']:+.2%}" if r.get("delta") is not None else "-"
-        status = r["status"] + (f" → wave {r['reverted_to_wave']}" if r["status"] == "reverted" else "")
-        lines.append(
-            f"| {r['wave']} | {r['sparsity']:.4f} | {r['perplexity']:.3f} | {delta} | {r['heal']['steps']} | "
-            f"{heal_loss} | {r['regrown_fraction']:.2%} | {status} | {r['seconds']:.0f} |"
-        )
     final = report["final"]
     lines += [
         "",
-        f"Final model: wave {final['wave']} ({final['status']}), sparsity {final['sparsity']:.4f}, "
-        f"perplexity {final['perplexity']:.3f} ({final['perplexity'] / base - 1:+.2%} against dense).",
+        f"Passed on: wave {final['wave']} ({final['status']}, `{final.get('checkpoint', '?')}`), sparsity "
+        f"{final['sparsity']:.4f}, perplexity {final['perplexity']:.3f} ({final['perplexity'] / base - 1:+.2%} "
+        f"against dense), second domain {_ppl(final.get('second_perplexity'))}.",
     ]
+    if "neurons_removed" in final:
+        lines.append(f"MLP neurons removed: {final['neurons_removed']:.2%}; widths {final['mlp_widths']}.")
+    if report.get("gguf_warning"):
+        lines.append(f"Warning for a GGUF export: {report['gguf_warning']}.")
     if report.get("stop_loss_acted"):
         s = report["stop_loss_acted"]
         lines.append(
-            f"Stop-loss acted at wave {s['wave']}: perplexity {s['perplexity']:.3f} made {s['strikes']} "
-            f"consecutive waves rising by more than {report['stop_loss']['max_ppl_increase']:.1%}; reverted to wave "
-            f"{s['reverted_to_wave']} (perplexity {s['accepted_perplexity']:.3f}) and stopped pruning."
+            f"Stop-loss acted at wave {s['wave']} (perplexity {s['perplexity']:.3f}): {s.get('reason')}; reverted to "
+            f"wave {s['reverted_to_wave']} (perplexity {s['accepted_perplexity']:.3f}) and stopped pruning."
         )
     return "\n".join(lines) + "\n"

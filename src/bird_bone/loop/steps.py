@@ -14,6 +14,7 @@ import time
 import torch
 from torch import nn
 
+from bird_bone.budget import ceiling, increase
 from bird_bone.eval.perplexity import perplexity
 from bird_bone.heal.qlora import HealResult, micro_heal
 from bird_bone.heal.regrow import regrow
@@ -103,9 +104,13 @@ def judge_step(
     enabled: bool = True,
     max_ppl_increase: float = 0.03,
     patience: int = 2,
+    seed_perplexity: float | None = None,
+    budget_increase: float | None = None,
 ) -> tuple[LoopState, dict]:
     """Perplexity of ``model`` on ``evaluation`` and the stop-loss verdict on wave ``wave``: the new
-    state (its ``status`` says whether the wave is accepted, on probation or reverted) and the record."""
+    state (its ``status`` says whether the wave is accepted, on probation or reverted) and the record,
+    whose ``reason`` says why. With ``seed_perplexity`` and ``budget_increase`` the wave is also
+    judged against the loop's share of the quality budget (:func:`bird_bone.budget.meets`)."""
     ppl = perplexity(model, evaluation, batch_size).perplexity
     previous = state.previous_perplexity
     record = {
@@ -113,21 +118,52 @@ def judge_step(
         "previous_perplexity": previous,
         "delta": relative_increase(ppl, previous) if previous else None,
     }
+    budget = (seed_perplexity, budget_increase) if seed_perplexity is not None and budget_increase is not None else None
+    if budget is not None:
+        record["budget"] = {"seed_perplexity": seed_perplexity, "increase": budget_increase}
+        record["budget"].update(ceiling=ceiling(*budget), seed_increase=increase(ppl, seed_perplexity))
     if enabled or not math.isfinite(ppl):  # a non-finite perplexity is a failed wave, stop-loss or not
-        new_state = stop_loss_step(state, wave, ppl, max_ppl_increase, patience)
+        limits = {"seed_perplexity": seed_perplexity, "budget_increase": budget_increase} if enabled else {}
+        new_state = stop_loss_step(state, wave, ppl, max_ppl_increase, patience, **limits)
     else:
         new_state = LoopState(wave, wave, ppl, ppl, 0, False, "accepted")
     record["status"] = new_state.status
+    record["reason"] = verdict_reason(new_state, record, enabled, max_ppl_increase, patience)
     if new_state.status == "reverted":
-        log.warning(
-            "stop-loss: wave %d perplexity %.3f makes %d waves in a row rising over %.1f%%; "
-            "reverting to wave %d (%.3f) and stopping",
-            wave,
-            ppl,
-            new_state.strikes,
-            100 * max_ppl_increase,
-            new_state.accepted_wave,
-            new_state.accepted_perplexity or float("nan"),
-        )
+        log.warning("stop-loss: wave %d reverted to wave %d: %s", wave, new_state.accepted_wave, record["reason"])
         record["reverted_to_wave"] = new_state.accepted_wave
     return new_state, record
+
+
+def verdict_reason(state: LoopState, record: dict, enabled: bool, max_increase: float, patience: int) -> str:
+    """One sentence: why the stop-loss gave wave ``state.wave`` its status."""
+    ppl, delta, budget = record["perplexity"], record["delta"], record.get("budget")
+    if not math.isfinite(ppl):
+        return f"perplexity {ppl} is not finite: a failed wave"
+    if not enabled:
+        return "stop-loss off: every wave is kept"
+    within = (
+        f"{ppl:.3f} is {budget['seed_increase']:+.2%} over the seed {budget['seed_perplexity']:.3f}, "
+        f"the loop's budget allows {budget['increase']:+.2%} (ceiling {budget['ceiling']:.3f})"
+        if budget
+        else None
+    )
+    if state.status == "reverted" and budget and budget["seed_increase"] > budget["increase"]:
+        return f"over budget: {within}"
+    rise = f"{delta:+.2%} over the wave before" if delta is not None else "no wave before"
+    if state.status == "reverted":
+        return f"{state.strikes} waves in a row rose more than {max_increase:.1%} (patience {patience}); {rise}"
+    prefix = f"within budget: {within}; " if budget else ""
+    if state.status == "probation":
+        return f"{prefix}strike {state.strikes} of {patience}: {rise}, more than {max_increase:.1%}"
+    return f"{prefix}{rise}"
+
+
+def text_perplexities(model: nn.Module, texts: dict[str, torch.Tensor | None], batch_size: int) -> dict:
+    """Perplexity of ``model`` on each named set of windows; None for a set that is absent or empty."""
+    return {
+        name: perplexity(model, windows, batch_size, progress=False).perplexity
+        if windows is not None and windows.numel()
+        else None
+        for name, windows in texts.items()
+    }

@@ -16,15 +16,17 @@ from bird_bone.prune.schedule import sparsity_schedule
 
 class StructuredParams(Params):
     fraction: float = Field(0.1, ge=0, lt=1, description="MLP neurons removed per wave, of the original width")
-    max_fraction_per_cluster: float = Field(0.1, gt=0, le=1, description="cap per activation cluster per wave")
+    max_fraction_per_cluster: float = Field(0.15, gt=0, le=1, description="cap per activation cluster per wave")
     clusters: int = Field(8, ge=1, description="k-means clusters of neurons per layer")
     pattern_tokens: int = Field(256, ge=8, description="calibration tokens a neuron's pattern spans")
-    width_multiple: int = Field(1, ge=1, description="round kept MLP widths down to a multiple (e.g. 64, for GEMMs)")
+    width_multiple: int = Field(
+        32, ge=1, description="round kept MLP widths down to a multiple (32: every llama.cpp block)"
+    )
 
 
 class PruneParams(Params):
     section: ClassVar[str] = "prune"
-    method: Literal[tuple(PRUNERS)] = Field("wanda", description="a name of bird_bone.prune.registry.PRUNERS")
+    method: Literal[tuple(PRUNERS)] = Field("structured", description="a name of bird_bone.prune.registry.PRUNERS")
     target_sparsity: float = Field(0.5, ge=0, lt=1, description="sparsity of decoder linears after the last wave")
     waves: int = Field(1, ge=1, description="steps to reach the target (slow radius)")
     schedule: Literal["linear", "cubic"] = "linear"

@@ -35,6 +35,15 @@ def make_evaluation_windows(checkpoint: Checkpoint, text: str, text_source: dict
     return evaluation_windows(tokens, eval.window_length, eval.windows, name=name, bos=bos)
 
 
+def make_second_evaluation_windows(checkpoint: Checkpoint, data: DataParams, eval: EvalParams) -> torch.Tensor:
+    """Windows of ``data.second_evaluation`` as the evaluation text's are made; [0, L] when there is none."""
+    spec = data.second_evaluation
+    if spec is None:
+        return torch.zeros(0, eval.window_length, dtype=torch.long)
+    text, source = load_text(spec.source, spec.split, spec.column, spec.config_name, spec.fallback)
+    return make_evaluation_windows(checkpoint, text, source.to_dict(), eval)
+
+
 def evaluate_model(checkpoint: Checkpoint, windows: torch.Tensor, eval: EvalParams) -> dict:
     location = checkpoint.metadata.get("provenance", {}).get("location")
     files = [location] if location and Path(location).exists() and checkpoint.metadata.get("stage") is None else None

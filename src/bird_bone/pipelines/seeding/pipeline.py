@@ -22,6 +22,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="make_evaluation_windows",
             ),
             Node(
+                nodes.make_second_evaluation_windows,
+                ["baseline_checkpoint", "params:data", "params:eval"],
+                "second_evaluation_windows",
+                name="make_second_evaluation_windows",
+            ),
+            Node(
                 nodes.evaluate_model,
                 ["baseline_checkpoint", "evaluation_windows", "params:eval"],
                 "baseline_metrics",
