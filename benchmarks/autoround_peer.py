@@ -12,9 +12,11 @@ downloaded: calibration is bird-bone's (32 random 512-token windows of WikiText-
 Settings, as AutoRound recommends for GGUF (docs/step_by_step.md, "GGUF format": "The optimized RTN
 mode is suggested (--iters 0) for all bits other than 3 bits"): ``iters=0`` for q4_k_m and q2_k_s,
 which for K-quant targets is AutoRound's optimized RTN with an importance matrix from the calibration
-windows, and its tuned default for 3 bits, ``iters=200`` at lr 1/iters, for q3_k_m (``--iters`` sets
-a lighter count where 2 cores cannot afford it; the figures say which ran). Every other setting is
-AutoRound's default, except nsamples/seqlen (the 32 x 512 windows) and batch size 8 (its default).
+windows. At 3 bits AutoRound advises tuning; its default, ``iters=200`` (lr 1/iters), took 42-44 s per
+decoder block here after the first (88 s, torch.compile included), about 22 min for q3_k_m on 2 cores.
+So q3_k_m runs AutoRound's own lighter recipe, its CLI's "light" settings: ``iters=50``, ``lr=5e-3``
+(``iters={"q3_k_m": 200}`` runs the default). Every other setting is AutoRound's default (batch size 8,
+torch.compile while tuning), except nsamples/seqlen, which are the 32 x 512 calibration windows.
 
 Scoring: llama.cpp (``llama_perplexity``) on WikiText-2 raw test and the TinyStories slice, the first
 32 non-overlapping 512-token windows of each (``evaluation_windows``; SmolLM2 adds no BOS). Bits per
@@ -44,8 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 PEERS = ROOT / "models" / "peers"  # ignored by git (models/*)
 SCHEMES = ("q4_k_m", "q3_k_m", "q2_k_s")
-# AutoRound's recommendation for GGUF: optimized RTN (iters 0) except at 3 bits, tuned at its default 200.
-RECOMMENDED_ITERS = {"q4_k_m": 0, "q3_k_m": 200, "q2_k_s": 0}
+# AutoRound's advice for GGUF: optimized RTN (iters 0) except at 3 bits, tuned there; its "light" recipe
+# (iters 50, lr 5e-3) at 3 bits, because its default 200 iterations take ~22 min on 2 cores (module docstring).
+SETTINGS = {"q4_k_m": {"iters": 0}, "q3_k_m": {"iters": 50, "lr": 5e-3}, "q2_k_s": {"iters": 0}}
 TEXTS = {"WikiText-2": "wikitext2-raw-test.txt", "TinyStories": "tinystories-valid.txt"}
 
 log = logging.getLogger(__name__)
@@ -107,6 +110,23 @@ def autoround_gguf(hf_dir: Path, target: Path, scheme: str, calibration, iters: 
     return target
 
 
+def settings(scheme: str, iters: dict[str, int] | None = None, lr: float | None = None) -> dict:
+    """AutoRound's iterations and learning rate for ``scheme``: ``SETTINGS``, or ``iters[scheme]`` at
+    AutoRound's default lr (1/iters), and ``lr`` over either when given."""
+    chosen = dict(SETTINGS.get(scheme, {"iters": 0}))
+    if iters and scheme in iters:
+        chosen = {"iters": iters[scheme]}
+    if lr is not None:
+        chosen["lr"] = lr
+    return chosen
+
+
+def file_name(scheme: str, chosen: dict) -> str:
+    """``<scheme>-iters<N>[-lr<lr>].gguf``: one file per scheme and settings."""
+    lr = f"-lr{chosen['lr']:g}" if chosen.get("lr") is not None else ""
+    return f"{scheme}-iters{chosen['iters']}{lr}.gguf"
+
+
 def autoround_ggufs(
     hf_dir: Path,
     out_dir: Path,
@@ -117,24 +137,23 @@ def autoround_ggufs(
     reuse: bool = True,
 ) -> dict[str, Path]:
     """AutoRound's GGUF export of the Hugging Face directory ``hf_dir`` at each of ``schemes``
-    (``q4_k_m``, ``q3_k_m``, ``q2_k_s``, ...), as ``out_dir/<scheme>-iters<N>.gguf``, offline.
+    (``q4_k_m``, ``q3_k_m``, ``q2_k_s``, ...), as ``out_dir/<file_name>``, offline.
 
     ``calibration``: token windows [N, L] or texts; None: bird-bone's 32 x 512 WikiText-2 validation
-    windows (seed 0). ``iters``: per scheme, default ``RECOMMENDED_ITERS`` (see module docstring).
-    ``lr``: AutoRound's learning rate for tuned schemes (None: its default, 1/iters; its "light"
-    recipe, iters 50, uses 5e-3). ``reuse``: keep a file already written for the same scheme and iterations."""
+    windows (seed 0). ``iters``, ``lr``: override ``SETTINGS`` (see ``settings`` and the module
+    docstring). ``reuse``: keep a file already written for the same scheme and settings."""
     if calibration is None:
         from transformers import AutoTokenizer
 
         calibration = default_calibration(AutoTokenizer.from_pretrained(hf_dir))
-    iters = {**RECOMMENDED_ITERS, **(iters or {})}
     paths = {}
     for scheme in schemes:
-        target = Path(out_dir) / f"{scheme}-iters{iters.get(scheme, 0)}.gguf"
+        chosen = settings(scheme, iters, lr)
+        target = Path(out_dir) / file_name(scheme, chosen)
         if not (reuse and target.is_file()):
             start = time.perf_counter()
-            autoround_gguf(Path(hf_dir), target, scheme, calibration, iters.get(scheme, 0), lr)
-            log.info("AutoRound %s (iters %d): %.0f s", scheme, iters.get(scheme, 0), time.perf_counter() - start)
+            autoround_gguf(Path(hf_dir), target, scheme, calibration, chosen["iters"], chosen.get("lr"))
+            log.info("AutoRound %s %s: %.0f s", scheme, chosen, time.perf_counter() - start)
         paths[scheme] = target
     return paths
 
@@ -178,8 +197,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schemes", nargs="*", default=list(SCHEMES))
-    parser.add_argument("--iters", nargs="*", default=[], help="per scheme, e.g. q3_k_m=50 (default: AutoRound's)")
-    parser.add_argument("--lr", type=float, help="learning rate of tuned schemes (default: AutoRound's, 1/iters)")
+    parser.add_argument("--iters", nargs="*", default=[], help="per scheme, e.g. q3_k_m=200 (default: SETTINGS)")
+    parser.add_argument("--lr", type=float, help="learning rate of tuned schemes (default: SETTINGS, else 1/iters)")
     parser.add_argument("--out", type=Path, default=PEERS / "autoround")
     parser.add_argument("--windows", type=int, default=32)
     parser.add_argument("--no-score", action="store_true", help="only write the GGUFs")

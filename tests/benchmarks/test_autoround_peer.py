@@ -21,14 +21,16 @@ def _peer():
     return module
 
 
-def test_files_already_written_are_reused_per_scheme_and_iterations(tmp_path):
+def test_files_already_written_are_reused_per_scheme_and_settings(tmp_path):
     peer = _peer()
-    (tmp_path / "q4_k_m-iters0.gguf").write_bytes(b"GGUF")
-    (tmp_path / "q3_k_m-iters50.gguf").write_bytes(b"GGUF")
+    for name in ("q4_k_m-iters0.gguf", "q3_k_m-iters50-lr0.005.gguf", "q3_k_m-iters200.gguf"):
+        (tmp_path / name).write_bytes(b"GGUF")
     calibration = torch.zeros(2, 8, dtype=torch.long)
-    paths = peer.autoround_ggufs(tmp_path / "no-model", tmp_path, ["q4_k_m", "q3_k_m"], calibration, {"q3_k_m": 50})
-    assert paths == {"q4_k_m": tmp_path / "q4_k_m-iters0.gguf", "q3_k_m": tmp_path / "q3_k_m-iters50.gguf"}
-    assert peer.RECOMMENDED_ITERS == {"q4_k_m": 0, "q3_k_m": 200, "q2_k_s": 0}  # AutoRound's advice for GGUF
+    paths = peer.autoround_ggufs(tmp_path / "no-model", tmp_path, ["q4_k_m", "q3_k_m"], calibration)
+    # AutoRound's advice for GGUF: RTN at 4 bits; at 3 bits tuned, its light recipe by default
+    assert paths == {"q4_k_m": tmp_path / "q4_k_m-iters0.gguf", "q3_k_m": tmp_path / "q3_k_m-iters50-lr0.005.gguf"}
+    tuned = peer.autoround_ggufs(tmp_path / "no-model", tmp_path, ["q3_k_m"], calibration, iters={"q3_k_m": 200})
+    assert tuned == {"q3_k_m": tmp_path / "q3_k_m-iters200.gguf"}  # its default lr (1/iters): no lr in the name
 
 
 def test_table_has_one_row_per_file():
