@@ -142,15 +142,15 @@ def autoround_ggufs(
     ``calibration``: token windows [N, L] or texts; None: bird-bone's 32 x 512 WikiText-2 validation
     windows (seed 0). ``iters``, ``lr``: override ``SETTINGS`` (see ``settings`` and the module
     docstring). ``reuse``: keep a file already written for the same scheme and settings."""
-    if calibration is None:
-        from transformers import AutoTokenizer
-
-        calibration = default_calibration(AutoTokenizer.from_pretrained(hf_dir))
     paths = {}
     for scheme in schemes:
         chosen = settings(scheme, iters, lr)
         target = Path(out_dir) / file_name(scheme, chosen)
         if not (reuse and target.is_file()):
+            if calibration is None:  # only when a file is to be written
+                from transformers import AutoTokenizer
+
+                calibration = default_calibration(AutoTokenizer.from_pretrained(hf_dir))
             start = time.perf_counter()
             autoround_gguf(Path(hf_dir), target, scheme, calibration, chosen["iters"], chosen.get("lr"))
             log.info("AutoRound %s %s: %.0f s", scheme, chosen, time.perf_counter() - start)
