@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from bird_bone.data.windows import bos_token, calibration_windows, evaluation_windows, tokenize_text
-from bird_bone.errors import ArtifactError
+from bird_bone.errors import ArtifactError, BirdBoneError
 from bird_bone.eval.llamacpp import llama_perplexity
 from bird_bone.export.gguf import describe_gguf
 from bird_bone.io.atomic import atomic_directory, atomic_path, atomic_write_text
@@ -81,7 +81,10 @@ def _offline() -> None:
 def autoround_gguf(hf_dir: Path, target: Path, scheme: str, calibration, iters: int, lr: float | None = None) -> Path:
     """One AutoRound GGUF export of ``hf_dir`` at ``scheme`` (e.g. ``q4_k_m``), written to ``target``."""
     _offline()
-    from auto_round import AutoRound
+    try:
+        from auto_round import AutoRound
+    except ImportError as exc:
+        raise BirdBoneError(f"AutoRound is not installed ({exc}): `make autoround` installs the pinned extra") from exc
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
