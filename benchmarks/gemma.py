@@ -15,8 +15,8 @@ Calibration (``--prune``, ``--novaq``): 32 x 512 random windows of WikiText-2 va
     PYTHONPATH=src ../shared/cpu .venv/bin/python benchmarks/gemma.py --types --skip-dense --texts \
         --canary gemma3-270m smollm2-135m
 
-``--prune``: one wave of a ``PRUNE_SPECS`` entry through ``prune_step`` (the loop's entry point), no
-healing unless ``--heal-steps`` (then only the healed model is scored). ``--novaq``: NOVAQ stages 1-2
+``--prune``: one wave of a ``PRUNE_SPECS`` entry through ``prune_step`` (the loop's entry point), scored
+before and, with ``--heal-steps``, after healing. ``--novaq``: NOVAQ stages 1-2
 (Hessian-aware) of the decoder linears, decoded and scored in transformers, with the bits per weight
 counting codebooks, means and scales. ``--canary``: ``bird_bone_canary`` in each form a model can run.
 
@@ -107,7 +107,7 @@ def scores(model, texts: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def pruned_perplexity(spec: str, dense, calib, bos, texts: dict[str, torch.Tensor], heal_steps: int) -> dict:
     """Every text's perplexity after one wave of ``spec`` (``PRUNE_SPECS``) on a copy of ``dense``,
-    calibrated on ``calib``; with ``heal_steps``, after that many QLoRA heal steps instead (the
+    calibrated on ``calib``; with ``heal_steps``, also after that many QLoRA heal steps (the
     pipeline's heal defaults, on the same calibration windows)."""
     import copy
 
@@ -125,9 +125,8 @@ def pruned_perplexity(spec: str, dense, calib, bos, texts: dict[str, torch.Tenso
         result.pop("mlp_widths")
     else:
         result.update(pattern=params.pattern, sparsity=mask_sparsity(step.masks))
-    if not heal_steps:
-        result["perplexity"] = scores(model, texts)
-    else:  # the pruned model's own scores: the same spec without --heal-steps (same seed, same cut)
+    result["perplexity"] = scores(model, texts)
+    if heal_steps:
         healed = heal_step(model, calib, step.masks, heal_steps, bos=bos, progress=False,
                            **HealParams().options())  # fmt: skip
         result["healed"] = {"steps": heal_steps, "loss": [healed.loss[0], healed.loss[-1]],
@@ -201,7 +200,7 @@ def main() -> None:
     parser.add_argument("--layer-errors", type=int, default=0, help="calibration windows for the layer errors")
     parser.add_argument("--prune", nargs="*", default=[], choices=PRUNE_SPECS, help="one wave each, every text")
     parser.add_argument("--calibration-windows", type=int, default=32, help="for --prune and --novaq")
-    parser.add_argument("--heal-steps", type=int, default=0, help="score each pruned model after this heal")
+    parser.add_argument("--heal-steps", type=int, default=0, help="also score each pruned model healed so")
     parser.add_argument("--novaq", nargs="*", default=[], choices=NOVAQ_CONFIGS, help="scored in transformers")
     parser.add_argument("--canary", nargs="*", default=[], help="models run on the canary's forms (e.g. smollm2-135m)")
     args = parser.parse_args()
