@@ -6,6 +6,7 @@ Slow tests load the embedded SmolLM2-135M once for the module.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -23,7 +24,7 @@ torch.set_num_threads(2)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 WIKITEXT = SHARED_DATA / "wikitext2-raw-test.txt"
-CANARY_MIN_ACC = 0.75  # real SmolLM2-135M: acc 0.94, acc_norm 0.91; the random tiny model: ~0.3
+CANARY_MIN_ACC = 0.75  # real SmolLM2-135M: base form acc 0.94 / acc_norm 0.91, chat 0.91 / 0.81; tiny: ~0.3
 CANARY_QUESTIONS = 32
 
 
@@ -92,6 +93,52 @@ def test_canary_runs_and_is_not_solved_by_a_random_model(tiny):
     assert canary["acc"] < CANARY_MIN_ACC and canary["acc_norm"] < CANARY_MIN_ACC
     assert json.loads(json.dumps(results)) == results
     assert all(isinstance(v, float) for v in canary.values()) and not any("," in k for k in canary)
+
+
+CHAT_TEMPLATE = (  # a minimal template with visible turn markers (the tiny word-level tokenizer has none)
+    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<assistant> {% endif %}"
+)
+
+
+def test_canary_form_follows_the_chat_template(tiny):
+    _, tokenizer, _ = tiny
+    base, chat = copy.deepcopy(tokenizer), copy.deepcopy(tokenizer)
+    chat.chat_template = CHAT_TEMPLATE
+    assert harness.resolve_task(harness.CANARY_TASK, base) == harness.CANARY_BASE_TASK
+    assert harness.resolve_task(harness.CANARY_TASK, chat) == harness.CANARY_CHAT_TASK
+    assert harness.resolve_task(harness.CANARY_BASE_TASK, chat) == harness.CANARY_BASE_TASK  # asked by name
+    with pytest.raises(EvaluationError, match="'bird_bone_canary_chat' needs a tokenizer with a chat template"):
+        harness.resolve_task(harness.CANARY_CHAT_TASK, base)
+
+
+def _canary_contexts(model, tokenizer, task: str) -> list[str]:
+    """The contexts lm-eval scored the choices after, in ``task``'s form."""
+    manager = harness._task_manager(include_defaults=False)
+    lm = harness._wrap_model(model, tokenizer, 8, None)
+    out = harness._evaluate(lm, task, harness._task_spec(task, manager, None), manager, limit=2, num_fewshot=None)
+    return [s["arguments"][0][0] for s in out["samples"][task]]
+
+
+def test_canary_chat_form_puts_the_question_in_a_chat_turn(tiny):
+    model, tokenizer, _ = tiny
+    chat = copy.deepcopy(tokenizer)
+    chat.chat_template = CHAT_TEMPLATE
+    base = _canary_contexts(model, chat, harness.CANARY_BASE_TASK)
+    turns = _canary_contexts(model, chat, harness.CANARY_CHAT_TASK)
+    question = _canary_docs()[0]["question"]
+    assert base[0] == question  # plain continuation: the sentence alone, no template
+    assert turns[0] == f"<user> Complete the sentence with one word: {question} <assistant> {question}"
+
+
+def test_canary_by_the_model_reports_its_form(tiny):
+    model, tokenizer, _ = tiny
+    chat = copy.deepcopy(tokenizer)
+    chat.chat_template = CHAT_TEMPLATE
+    plain = harness.run_lm_eval(model, tokenizer, [harness.CANARY_TASK], batch_size=8)[harness.CANARY_TASK]
+    turns = harness.run_lm_eval(model, chat, [harness.CANARY_TASK], batch_size=8)[harness.CANARY_TASK]
+    assert plain["chat_template"] == 0.0 and turns["chat_template"] == 1.0
+    assert plain["sample_len"] == turns["sample_len"] == CANARY_QUESTIONS
 
 
 def test_canary_answers_are_balanced_and_valid():
@@ -191,9 +238,12 @@ def test_cross_check_local_ppl_against_project_perplexity(real, tmp_path):
 
 
 @pytest.mark.slow
-def test_canary_real_model_is_clearly_above_chance(real):
+@pytest.mark.parametrize("task", [harness.CANARY_TASK, harness.CANARY_BASE_TASK])
+def test_canary_real_model_is_clearly_above_chance(real, task):
+    """SmolLM2-135M-Instruct has a chat template: ``bird_bone_canary`` runs the chat form on it."""
     model, tokenizer = real
-    canary = harness.run_lm_eval(model, tokenizer, [harness.CANARY_TASK], batch_size=8)[harness.CANARY_TASK]
+    canary = harness.run_lm_eval(model, tokenizer, [task], batch_size=8)[task]
+    assert canary["chat_template"] == float(task == harness.CANARY_TASK)
     print(f"\ncanary acc {canary['acc']:.4f}  acc_norm {canary['acc_norm']:.4f}")
     assert canary["acc"] > CANARY_MIN_ACC
     assert canary["acc_norm"] > CANARY_MIN_ACC

@@ -2,9 +2,13 @@
 
 ``run_lm_eval`` wraps a loaded ``(model, tokenizer)`` in lm-eval's ``HFLM`` and runs
 ``lm_eval.simple_evaluate`` once per requested task, returning a small JSON-serialisable dict
-``{task: {metric: number}}``. Two tasks ship with the project (``eval/tasks/``) and need no network:
+``{task: {metric: number}}``. The project's own tasks (``eval/tasks/``) need no network:
 
-- ``bird_bone_canary``: 32 easy 4-way multiple-choice completions (metrics ``acc``, ``acc_norm``);
+- ``bird_bone_canary``: 32 easy 4-way multiple-choice completions (metrics ``acc``, ``acc_norm``), in
+  the form the model is run in: ``bird_bone_canary_chat`` (through its chat template) for an
+  instruction model, one whose tokenizer has a chat template, ``bird_bone_canary_base`` (plain text
+  continuation) otherwise, e.g. for Gemma 3 270M. Its result says which (``chat_template``: 1 or 0);
+  either form can also be asked for by name;
 - ``bird_bone_local_ppl``: rolling log-likelihood over one local text file (``local_text``), read
   whole as one document. Besides lm-eval's word/byte perplexities its result carries
   ``loglikelihood`` (total, nats), ``tokens`` (tokens predicted) and ``token_perplexity``, the
@@ -34,9 +38,11 @@ from bird_bone.errors import EvaluationError
 log = logging.getLogger(__name__)
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
-CANARY_TASK = "bird_bone_canary"
+CANARY_TASK = "bird_bone_canary"  # resolved by the model to one of the two forms below
+CANARY_BASE_TASK = "bird_bone_canary_base"
+CANARY_CHAT_TASK = "bird_bone_canary_chat"
 LOCAL_PPL_TASK = "bird_bone_local_ppl"
-LOCAL_TASKS = (CANARY_TASK, LOCAL_PPL_TASK)
+LOCAL_TASKS = (CANARY_TASK, CANARY_BASE_TASK, CANARY_CHAT_TASK, LOCAL_PPL_TASK)
 BOOTSTRAP_ITERS = 1000  # stderr bootstrap draws (lm-eval's CLI default, 100000, is slow on CPU)
 _HUB_PROBE_TIMEOUT_S = 3.0
 
@@ -58,17 +64,36 @@ def run_lm_eval(
     length of rolling tasks and the context limit of the others (default: the model's).
     """
     names = _check_task_names(tasks, local_text)
+    resolved = {name: resolve_task(name, tokenizer) for name in names}
     manager = _task_manager(include_defaults=any(n not in LOCAL_TASKS for n in names))
-    _check_known(names, manager)
+    _check_known(list(resolved.values()), manager)
     lm = _wrap_model(model, tokenizer, batch_size, max_length)
     summary: dict[str, dict[str, float]] = {}
-    for name in names:
-        spec = _task_spec(name, manager, local_text)
+    for name, task in resolved.items():
+        spec = _task_spec(task, manager, local_text)
         start = time.perf_counter()
-        out = _evaluate(lm, name, spec, manager, limit=limit, num_fewshot=num_fewshot)
-        summary.update(_summarise(out, lm))
-        log.info("lm-eval task %s done in %.1f s: %s", name, time.perf_counter() - start, summary.get(name))
+        out = _evaluate(lm, task, spec, manager, limit=limit, num_fewshot=num_fewshot)
+        results = _summarise(out, lm)
+        if task in (CANARY_BASE_TASK, CANARY_CHAT_TASK):
+            results[task]["chat_template"] = float(task == CANARY_CHAT_TASK)
+        results[name] = results.pop(task)
+        summary.update(results)
+        log.info("lm-eval task %s (%s) done in %.1f s: %s", name, task, time.perf_counter() - start, summary[name])
     return summary
+
+
+def resolve_task(name: str, tokenizer) -> str:
+    """The task that runs for ``name``: ``bird_bone_canary`` becomes its chat form for a tokenizer
+    with a chat template (an instruction model) and its base form otherwise; others are unchanged."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if name == CANARY_CHAT_TASK and not has_template:
+        raise EvaluationError(
+            f"lm-eval task '{CANARY_CHAT_TASK}' needs a tokenizer with a chat template; this one has none "
+            f"(a base model: use '{CANARY_BASE_TASK}' or '{CANARY_TASK}')"
+        )
+    if name == CANARY_TASK:
+        return CANARY_CHAT_TASK if has_template else CANARY_BASE_TASK
+    return name
 
 
 def rolling_token_perplexity(task_result: dict) -> float:
@@ -162,6 +187,7 @@ def _evaluate(lm, name: str, spec, manager, *, limit, num_fewshot) -> dict:
                 task_manager=manager,
                 limit=limit,
                 num_fewshot=num_fewshot,
+                apply_chat_template=name == CANARY_CHAT_TASK,
                 log_samples=True,
                 bootstrap_iters=BOOTSTRAP_ITERS,
             )
