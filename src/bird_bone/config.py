@@ -118,6 +118,7 @@ class ExportParams(Params):
     search_windows: int | None = Field(
         None, ge=1, description="mixed: evaluation windows each candidate is scored on (None: all, as the seed was)"
     )
+    throughput: bool = Field(True, description="time prompt and generation tokens/s in llama.cpp, input and output")
 
 
 def parameter_models() -> dict[str, type[Params]]:

@@ -8,13 +8,15 @@ from pathlib import Path
 import torch
 
 from bird_bone.config import BudgetParams, DataParams, ExportParams
-from bird_bone.eval.llamacpp import llama_perplexity
+from bird_bone.eval.llamacpp import llama_perplexity, throughput
 from bird_bone.export.gguf import LLAMA_CPP_TYPES, GGUFExport, describe_gguf
 from bird_bone.export.gguf_mixed import export_mixed
+from bird_bone.export.gguf_template import template_path
 from bird_bone.export.imatrix import importance_matrix
 from bird_bone.export.llamacpp_quantize import export_gguf
 from bird_bone.io.checkpoint import Checkpoint
 from bird_bone.pipelines.export.datasets import StagedGGUF
+from bird_bone.prune.sparsity import gguf_sparsity_warning
 
 
 def quantize_gguf(
@@ -29,15 +31,20 @@ def quantize_gguf(
 ) -> tuple[StagedGGUF, dict]:
     """The checkpoint as a GGUF of ``export.type``, staged for the catalog to put in place, and for
     ``mixed`` the budget search's record (every candidate, the one chosen and why)."""
-    metadata = {"stage": checkpoint.metadata.get("stage"), "provenance": checkpoint.metadata.get("provenance")}
+    provenance = checkpoint.metadata.get("provenance")
+    metadata = {"stage": checkpoint.metadata.get("stage"), "provenance": provenance}
     staged = Path(tempfile.mkdtemp(prefix="bird-bone-gguf-")) / "model.gguf"
+    source = template_path(provenance)
+    found = {"sparsity_warning": gguf_sparsity_warning(checkpoint.model), "input_gguf": source and str(source)}
     if export.type == "mixed":
-        return _mixed(checkpoint, calibration, windows, baseline["perplexity"], export, budget, metadata, staged)
+        seed = baseline["perplexity"]
+        gguf, record = _mixed(checkpoint, calibration, windows, seed, export, budget, metadata, staged)
+        return gguf, {**record, **found}
     tokens = data.calibration.windows * data.calibration.window_length  # what the statistics ran over
     imatrix = importance_matrix(statistics, checkpoint.model, tokens) if export.imatrix else None
     summary = export_gguf(checkpoint.model, checkpoint.tokenizer, staged, export.type, imatrix, metadata,
                           export.pre_tokenizer, export.threads, export.name)  # fmt: skip
-    return StagedGGUF(staged, summary), {}
+    return StagedGGUF(staged, summary), found
 
 
 def _mixed(checkpoint, calibration, windows, seed: float, export, budget, metadata, staged) -> tuple[StagedGGUF, dict]:
@@ -59,9 +66,14 @@ def _mixed(checkpoint, calibration, windows, seed: float, export, budget, metada
 def report_gguf(gguf_model: GGUFExport, mixed: dict, windows: torch.Tensor, export: ExportParams) -> dict:
     imatrix = "the exported model's sensitivity" if export.type == "mixed" else export.imatrix
     report = {**gguf_model.to_dict(), "imatrix": imatrix if export.type in (*LLAMA_CPP_TYPES, "mixed") else False}
-    if mixed:
-        report["mixed"] = {key: value for key, value in mixed.items() if key != "path"}
+    found = {key: mixed.get(key) for key in ("sparsity_warning", "input_gguf")}
+    report["sparsity_warning"] = found["sparsity_warning"]
+    if export.type == "mixed":
+        report["mixed"] = {key: value for key, value in mixed.items() if key not in ("path", *found)}
     if export.eval_windows:
         scored = windows[: export.eval_windows]
         report["llama_cpp_perplexity"] = llama_perplexity(gguf_model.path, scored, export.threads or None).to_dict()
+    if export.throughput:  # llama.cpp tokens/s of the output and of the file the run was given, same run
+        files = {"output": gguf_model.path, "input": found["input_gguf"]}
+        report["throughput"] = {k: throughput(p, threads=export.threads or None) for k, p in files.items() if p}
     return report
