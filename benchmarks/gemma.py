@@ -12,13 +12,17 @@ Calibration (``--prune``, ``--novaq``): 32 x 512 random windows of WikiText-2 va
     PYTHONPATH=src ../shared/cpu .venv/bin/python benchmarks/gemma.py --types --skip-dense --prune structured \
         --heal-steps 20
     PYTHONPATH=src ../shared/cpu .venv/bin/python benchmarks/gemma.py --types --skip-dense --novaq 2bit
+    PYTHONPATH=src ../shared/cpu .venv/bin/python benchmarks/gemma.py --types --skip-dense --prune wanda --export Q8_0
     PYTHONPATH=src ../shared/cpu .venv/bin/python benchmarks/gemma.py --types --skip-dense --texts \
         --canary gemma3-270m smollm2-135m
 
 ``--prune``: one wave of a ``PRUNE_SPECS`` entry through ``prune_step`` (the loop's entry point), scored
 before and, with ``--heal-steps``, after healing. ``--novaq``: NOVAQ stages 1-2
 (Hessian-aware) of the decoder linears, decoded and scored in transformers, with the bits per weight
-counting codebooks, means and scales. ``--canary``: ``bird_bone_canary`` in each form a model can run.
+counting codebooks, means and scales. ``--export T ...``: each ``--prune`` model (healed, with
+``--heal-steps``) and each ``--novaq`` model (its NOVAQ file written and read back decoded) exported as GGUF
+type T (the source GGUF's metadata carried over) and scored in llama.cpp on every text.
+``--canary``: ``bird_bone_canary`` in each form a model can run.
 
 ``--layer-errors N``: per method at 50 % (magnitude, Wanda, SparseGPT), the relative output error
 sqrt(tr(E H E^T) / tr(W H W^T)) of every decoder linear (E = W - W_pruned, H = X^T X of its input on
@@ -31,6 +35,7 @@ import argparse
 import json
 import logging
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -105,10 +110,32 @@ def scores(model, texts: dict[str, torch.Tensor]) -> dict[str, float]:
     return {name: perplexity(model, w, batch_size=1, progress=False).perplexity for name, w in texts.items()}
 
 
-def pruned_perplexity(spec: str, dense, calib, bos, texts: dict[str, torch.Tensor], heal_steps: int) -> dict:
+def gguf_scores(model, tok, types: list[str], texts: dict[str, torch.Tensor], metadata: dict) -> dict:
+    """Each ``types`` GGUF export of ``model`` (``export_gguf``, the source GGUF's metadata carried
+    over): bytes, bits per weight, the MLP width llama.cpp reads, and its llama.cpp perplexity on every text."""
+    import gguf
+
+    from bird_bone.export.llamacpp_quantize import export_gguf
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="gemma-gguf-") as tmp:
+        for t in types:
+            export = export_gguf(model, tok, Path(tmp) / f"{t}.gguf", t, metadata=metadata, threads=2)
+            width = gguf.GGUFReader(export.path).fields[f"{export.architecture}.feed_forward_length"].contents()
+            out[t] = {"bytes": export.size_bytes, "bits_per_weight": export.bits_per_weight,
+                      "feed_forward_length": width, "tensor_types": export.tensor_types,
+                      "llama_cpp": {n: llama_perplexity(export.path, w, threads=2).perplexity
+                                    for n, w in texts.items()}}  # fmt: skip
+            Path(export.path).unlink()
+    return out
+
+
+def pruned_perplexity(spec: str, dense, calib, bos, texts: dict[str, torch.Tensor], heal_steps: int,
+                      export=None) -> dict:  # fmt: skip
     """Every text's perplexity after one wave of ``spec`` (``PRUNE_SPECS``) on a copy of ``dense``,
     calibrated on ``calib``; with ``heal_steps``, also after that many QLoRA heal steps (the
-    pipeline's heal defaults, on the same calibration windows)."""
+    pipeline's heal defaults, on the same calibration windows); ``export`` (``gguf_scores`` bound to
+    the types and texts), the final (healed) model's GGUF exports scored in llama.cpp."""
     import copy
 
     from bird_bone.heal.config import HealParams
@@ -131,12 +158,16 @@ def pruned_perplexity(spec: str, dense, calib, bos, texts: dict[str, torch.Tenso
                            **HealParams().options())  # fmt: skip
         result["healed"] = {"steps": heal_steps, "loss": [healed.loss[0], healed.loss[-1]],
                             "seconds": healed.seconds, "perplexity": scores(model, texts)}  # fmt: skip
+    if export:
+        result["gguf"] = export(model)
     return result
 
 
-def novaq_perplexity(name: str, dense, calib, texts: dict[str, torch.Tensor]) -> dict:
+def novaq_perplexity(name: str, dense, calib, texts: dict[str, torch.Tensor], export=None, tok=None) -> dict:
     """Every text's perplexity after NOVAQ stages 1-2 (Hessian-aware, ``NOVAQ_CONFIGS[name]``) of the
-    decoder linears, decoded into a copy of ``dense`` and scored in transformers, with the bits."""
+    decoder linears, decoded into a copy of ``dense`` and scored in transformers, with the bits. With
+    ``export`` (``gguf_scores`` bound), the NOVAQ file is written, read back decoded (``read_novaq``,
+    every check) and that model's GGUF exports scored in llama.cpp."""
     import copy
     import time
 
@@ -149,11 +180,24 @@ def novaq_perplexity(name: str, dense, calib, texts: dict[str, torch.Tensor]) ->
     bits = bit_accounting(dense, quantized)
     model = apply_quantized(copy.deepcopy(dense), quantized)
     index_bits = config.codebook_size.bit_length() - 1 + config.residual_codebook_size.bit_length() - 1
-    return {
+    result = {
         "novaq": name, "config": NOVAQ_CONFIGS[name], "index_bits": index_bits / config.subspaces,
         "quantize_seconds": seconds, "perplexity": scores(model, texts),
         **{k: bits[k] for k in ("quantized_bits_per_weight", "bits_by_kind", "total_bits_per_weight")},
     }  # fmt: skip
+    if export:
+        from bird_bone.export.novaq_format import write_novaq
+        from bird_bone.export.novaq_read import read_novaq
+
+        with tempfile.TemporaryDirectory(prefix="gemma-novaq-") as tmp:
+            manifest = write_novaq(Path(tmp) / "novaq", dense, tok, quantized, config.to_dict())
+            decoded = read_novaq(Path(tmp) / "novaq")[0]
+        result["novaq_file"] = {k: manifest["statistics"][k] for k in ("shard_bytes", "shard_bits_per_weight")}
+        scored = dict(model.named_parameters())  # the model scored above; dense tensors stored float16
+        gaps = [float((p - scored[n]).abs().max()) for n, p in decoded.named_parameters()]
+        result["decoded_max_abs_difference"] = max(gaps)
+        result["gguf"] = export(decoded)
+    return result
 
 
 def canary(models: list[str]) -> dict:
@@ -202,6 +246,7 @@ def main() -> None:
     parser.add_argument("--calibration-windows", type=int, default=32, help="for --prune and --novaq")
     parser.add_argument("--heal-steps", type=int, default=0, help="also score each pruned model healed so")
     parser.add_argument("--novaq", nargs="*", default=[], choices=NOVAQ_CONFIGS, help="scored in transformers")
+    parser.add_argument("--export", nargs="*", default=[], help="GGUF types of each --prune/--novaq model, llama.cpp")
     parser.add_argument("--canary", nargs="*", default=[], help="models run on the canary's forms (e.g. smollm2-135m)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -243,11 +288,12 @@ def main() -> None:
                 report["texts"][name] = row
                 print(json.dumps({name: row}), flush=True)
     calib = calibration(tok, args.calibration_windows) if args.prune or args.novaq else None
+    export = partial(gguf_scores, tok=tok, types=args.export, texts=texts, metadata=provenance) if args.export else None
     for spec in args.prune:
-        report[f"prune_{spec}"] = pruned_perplexity(spec, model, calib, bos, texts, args.heal_steps)
+        report[f"prune_{spec}"] = pruned_perplexity(spec, model, calib, bos, texts, args.heal_steps, export)
         print(json.dumps(report[f"prune_{spec}"]), flush=True)
     for name in args.novaq:
-        report[f"novaq_{name}"] = novaq_perplexity(name, model, calib, texts)
+        report[f"novaq_{name}"] = novaq_perplexity(name, model, calib, texts, export, tok)
         print(json.dumps(report[f"novaq_{name}"]), flush=True)
     print(json.dumps(report, indent=1))
 
