@@ -238,6 +238,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=32)
     parser.add_argument("--types", nargs="*", default=["F32"], help="GGUF exports scored in llama.cpp")
     parser.add_argument("--source", action="store_true", help="also score the source GGUF in llama.cpp")
+    parser.add_argument("--gguf", nargs="*", default=[], type=Path, help="GGUF files scored in llama.cpp")
     parser.add_argument("--dequantized", nargs="*", default=[], help="exports scored in transformers, dequantized")
     parser.add_argument("--texts", nargs="*", default=["wikitext2-raw-test.txt", "tinystories-valid.txt"])
     parser.add_argument("--skip-dense", action="store_true", help="do not score the dense model again")
@@ -280,10 +281,9 @@ def main() -> None:
             for t, copy in dequantized.items():
                 scored = perplexity(copy, windows, batch_size=1, progress=False)
                 row[f"transformers_dequantized_{t}"] = scored.perplexity
-            if args.source:
-                row["llama_cpp_source_gguf"] = llama_perplexity(
-                    embedded_model_path("gemma3-270m"), windows, 2
-                ).perplexity
+            files = {"source_gguf": embedded_model_path("gemma3-270m")} if args.source else {}
+            for label, path in {**files, **{str(p): p for p in args.gguf}}.items():
+                row[f"llama_cpp_{label}"] = llama_perplexity(path, windows, 2).perplexity
             if row:
                 report["texts"][name] = row
                 print(json.dumps({name: row}), flush=True)
