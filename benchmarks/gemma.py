@@ -155,7 +155,7 @@ def pruned_perplexity(spec: str, dense, calib, bos, texts: dict[str, torch.Tenso
     result["perplexity"] = scores(model, texts)
     if heal_steps:
         healed = heal_step(model, calib, step.masks, heal_steps, bos=bos, progress=False,
-                           **HealParams().options())  # fmt: skip
+                           **HealParams(data="calibration", lm_weight=1.0, kd_weight=0.0).options())  # fmt: skip
         result["healed"] = {"steps": heal_steps, "loss": [healed.loss[0], healed.loss[-1]],
                             "seconds": healed.seconds, "perplexity": scores(model, texts)}  # fmt: skip
     if export:
