@@ -160,7 +160,7 @@ def run_true_sequential(
     groups = linear_groups(layers[0], probe_hidden[0], probe_kwargs[0])
     for index, layer in enumerate(tqdm(layers, desc="layers", unit="layer", disable=not progress)):
         last = index == len(layers) - 1  # its output feeds nothing: stop before the last product
-        hidden = _true_sequential_pass(index, layer, hidden, kwargs[index], groups, visit_group, gram, batch_size, last)
+        hidden = true_sequential_layer(index, layer, hidden, kwargs[index], groups, visit_group, gram, batch_size, last)
     model.train(was_training)
 
 
@@ -179,7 +179,7 @@ def _split_batch(kwargs: dict, batch: int, batch_size: int, parts: int) -> list[
     return [{key: values[i] for key, values in per_key.items()} for i in range(parts)]
 
 
-def _true_sequential_pass(index, layer, hidden, kwargs, groups, visit_group, gram, batch_size, last) -> torch.Tensor:
+def true_sequential_layer(index, layer, hidden, kwargs, groups, visit_group, gram, batch_size, last) -> torch.Tensor:
     """One forward of ``layer`` over ``hidden`` in chunks; each group is visited once every chunk
     is suspended in the pre-hook of the group's first linear. ``last``: the chunks stop there, at
     the last group, instead of finishing (returns ``hidden`` unchanged)."""
@@ -251,13 +251,24 @@ def run_sequential(
     hidden, every_kwargs = capture_layer_inputs(model, windows, batch_size, every_layer=True)
     layers = decoder_layers(model)
     for index, layer in enumerate(tqdm(layers, desc="layers", unit="layer", disable=not progress)):
-        outputs, kwargs = None, [kw[index] for kw in every_kwargs]
-        with collect_input_statistics(linear_modules(layer), gram, pattern_tokens, abs_values) as stats:
-            if modifies:
-                _statistics_pass(layer, hidden, kwargs, stats)
-            else:
-                outputs = _forward(layer, hidden, kwargs)
-        changed = visit(index, layer, stats)
-        if index < len(layers) - 1:
-            hidden = _forward(layer, hidden, kwargs) if changed or outputs is None else outputs
+        kwargs = [kw[index] for kw in every_kwargs]
+        last = index == len(layers) - 1
+        hidden = sequential_layer(index, layer, hidden, kwargs, visit, gram, pattern_tokens, modifies, abs_values, last)
     model.train(was_training)
+
+
+def sequential_layer(
+    index, layer, hidden, kwargs, visit, gram, pattern_tokens, modifies, abs_values, last
+) -> list[torch.Tensor]:
+    """One layer of :func:`run_sequential`: statistics over ``hidden`` (one tensor per batch),
+    ``visit``, and the layer's outputs for the next layer (``hidden`` itself when ``last``)."""
+    outputs = None
+    with collect_input_statistics(linear_modules(layer), gram, pattern_tokens, abs_values) as stats:
+        if modifies:
+            _statistics_pass(layer, hidden, kwargs, stats)
+        else:
+            outputs = _forward(layer, hidden, kwargs)
+    changed = visit(index, layer, stats)
+    if last:
+        return hidden
+    return _forward(layer, hidden, kwargs) if changed or outputs is None else outputs

@@ -166,16 +166,20 @@ def gguf_tensors(model: nn.Module, arch: str):
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if target is None:
             raise ArtifactError(f"tensor {name} has no GGUF name for llama.cpp's {arch} architecture")
-        data = tensor.detach().float().cpu()
-        if family.permute_qk and name.endswith(("q_proj.weight", "q_proj.bias")):
-            data = permute_for_rope(data, c.num_attention_heads)
-        elif family.permute_qk and name.endswith(("k_proj.weight", "k_proj.bias")):
-            data = permute_for_rope(data, c.num_key_value_heads)
-        elif family.norm_offset and "norm" in name and data.ndim == 1:
-            data = data + family.norm_offset
-        elif arch != "deci" and name.startswith("model.layers."):
-            data = _padded(name, data, widths[int(name.split(".")[2])], max(widths))
-        yield target, data.numpy()
+        yield target, to_gguf_layout(name, tensor.detach().float().cpu(), c, family, arch, widths).numpy()
+
+
+def to_gguf_layout(name: str, data: torch.Tensor, config, family: Family, arch: str, widths: list[int]) -> torch.Tensor:
+    """Tensor ``name`` (float32) changed as llama.cpp's converter changes it (see module doc)."""
+    if family.permute_qk and name.endswith(("q_proj.weight", "q_proj.bias")):
+        return permute_for_rope(data, config.num_attention_heads)
+    if family.permute_qk and name.endswith(("k_proj.weight", "k_proj.bias")):
+        return permute_for_rope(data, config.num_key_value_heads)
+    if family.norm_offset and "norm" in name and data.ndim == 1:
+        return data + family.norm_offset
+    if arch != "deci" and name.startswith("model.layers."):
+        return _padded(name, data, widths[int(name.split(".")[2])], max(widths))
+    return data
 
 
 def _encode(data: np.ndarray, type: str):
@@ -221,21 +225,9 @@ def write_gguf(
     if min(widths) < 1:
         raise ArtifactError(f"layer {widths.index(min(widths))} has an MLP of width 0: llama.cpp cannot run it")
     arch = gguf_architecture(family, widths)
-    file_type = {"F32": "ALL_F32"}.get(type, f"MOSTLY_{type}")
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
-        writer.add_type(gguf.GGUFType.MODEL)
-        if template is not None:
-            vocab = copy_metadata(writer, template, arch, widths, name)
-        else:
-            writer.add_name(name or str(getattr(model.config, "_name_or_path", "") or "bird-bone export"))
-            add_hyperparameters(writer, model, arch, widths)
-            vocab = add_vocab(writer, tokenizer, model.config.vocab_size, pre_tokenizer)
-        writer.add_file_type(gguf.LlamaFileType[file_type])
-        if type in ("Q8_0", "Q4_0"):
-            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        if metadata:
-            writer.add_string("bird_bone.metadata", json.dumps(metadata, sort_keys=True, default=str))
+        vocab = add_metadata(writer, model, tokenizer, arch, widths, type, metadata, pre_tokenizer, name, template)
         for name, data in gguf_tensors(model, arch):
             encoded, raw = _encode(data, type)
             writer.add_tensor(name, encoded, raw_dtype=raw)
@@ -245,6 +237,26 @@ def write_gguf(
         writer.close()
     log.info("wrote %s (%s, %s)", path, type, arch)
     return describe_gguf(path, type, vocab)
+
+
+def add_metadata(writer, model, tokenizer, arch, widths, type, metadata, pre_tokenizer, name, template) -> dict:
+    """Every key of the file before its tensors: the template's, or hyper-parameters and vocabulary
+    of ``model`` (whose parameters may be on the meta device); returns the vocabulary's summary."""
+    import gguf
+
+    writer.add_type(gguf.GGUFType.MODEL)
+    if template is not None:
+        vocab = copy_metadata(writer, template, arch, widths, name)
+    else:
+        writer.add_name(name or str(getattr(model.config, "_name_or_path", "") or "bird-bone export"))
+        add_hyperparameters(writer, model, arch, widths)
+        vocab = add_vocab(writer, tokenizer, model.config.vocab_size, pre_tokenizer)
+    writer.add_file_type(gguf.LlamaFileType[{"F32": "ALL_F32"}.get(type, f"MOSTLY_{type}")])
+    if type in ("Q8_0", "Q4_0"):
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if metadata:
+        writer.add_string("bird_bone.metadata", json.dumps(metadata, sort_keys=True, default=str))
+    return vocab
 
 
 def describe_gguf(path: str | Path, type: str | None = None, vocab: dict | None = None) -> GGUFExport:

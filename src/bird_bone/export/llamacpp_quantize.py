@@ -45,7 +45,7 @@ def quantize_gguf(
     """Quantize GGUF ``source`` (F32/F16) to ``target`` (atomically) as llama.cpp file type ``type``."""
     import llama_cpp
 
-    if type not in PEER_TYPES and check_type(type) not in LLAMA_CPP_TYPES:
+    if type not in (*PEER_TYPES, "Q4_0") and check_type(type) not in LLAMA_CPP_TYPES:  # Q4_0: streamed export
         raise ArtifactError(f"GGUF type {type} is written directly by write_gguf, not by llama.cpp's quantizer")
     if type in NEEDS_IMATRIX and not imatrix:
         raise ArtifactError(f"GGUF type {type} needs an importance matrix: pass activation statistics")

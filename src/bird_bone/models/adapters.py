@@ -117,3 +117,9 @@ def resize_mlps(model: nn.Module, widths: list[int]) -> None:
     for layer, width in zip(decoder_layers(model), widths, strict=True):
         if mlp_width(layer) != width:
             keep_neurons(layer, torch.arange(width))
+
+
+def input_embeddings(model: nn.Module) -> tuple[str, nn.Module]:
+    """The module name of the model's input embeddings, and the module."""
+    embedding = model.get_input_embeddings()
+    return next(name for name, module in model.named_modules() if module is embedding), embedding

@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from bird_bone.calibration.sequential import run_sequential, run_true_sequential
-from bird_bone.models.adapters import decoder_layers, layer_prefix, linear_modules, prunable_linears
+from bird_bone.models.adapters import (
+    decoder_layers,
+    input_embeddings,
+    layer_prefix,
+    linear_modules,
+    prunable_linears,
+)
 from bird_bone.prune.magnitude import magnitude_scores
 from bird_bone.prune.masks import apply_mask, check_nm, select_mask
 from bird_bone.prune.registry import Pruner, pruner
@@ -43,6 +49,41 @@ def _mask_group(modules, stats, method: Pruner, sparsity, n, m, priors, blocksiz
     for weight, mask in zip(weights, masks):
         apply_mask(weight, mask)
     return masks
+
+
+def check_request(model: nn.Module, method: str, n: int, m: int, true_sequential) -> tuple[Pruner, bool]:
+    """The registry entry of a mask ``method`` and the calibration order to take, checked before any work."""
+    entry = pruner(method)
+    if entry.remove is not None:
+        raise ValueError(f"pruning method '{method}' removes neurons, it makes no masks (see prune.step)")
+    check_pattern(model, n, m)
+    if true_sequential == "auto":
+        return entry, auto_true_sequential(method, n, m)
+    if not isinstance(true_sequential, bool):
+        raise ValueError(f"true_sequential must be true, false or 'auto', got {true_sequential!r}")
+    return entry, true_sequential
+
+
+def mask_visitors(prefix: str, entry: Pruner, sparsity, n, m, prior_masks, blocksize, percdamp, masks: dict):
+    """The (``visit_group``, ``visit``) callbacks of the true-sequential and reference-order drivers
+    (``bird_bone.calibration.sequential``) for a mask method: each prunes what it is handed in
+    place and records the masks in ``masks`` by full module name (``prefix``.index.name)."""
+
+    def visit_group(index, modules, stats) -> None:
+        names = [f"{prefix}.{index}.{name}" for name in modules]
+        priors = [prior_masks.get(name) for name in names]
+        group_masks = _mask_group(list(modules.values()), stats, entry, sparsity, n, m, priors, blocksize, percdamp)
+        masks.update(zip(names, group_masks))
+
+    def visit(index, layer, stats) -> bool:
+        groups: dict[int, dict] = {}  # linears sharing one statistics object share their input
+        for name, module in linear_modules(layer).items():
+            groups.setdefault(id(stats.get(name)), {})[name] = module
+        for group in groups.values():
+            visit_group(index, group, stats.get(next(iter(group))))
+        return True
+
+    return visit_group, visit
 
 
 def auto_true_sequential(method: str, n: int = 0, m: int = 0) -> bool:
@@ -84,34 +125,14 @@ def prune_layers(
     ``include_embeddings``: also prune the input embeddings (by magnitude, per token row; with
     tied weights this prunes the LM head too). Off by default: they stay dense.
     """
-    entry = pruner(method)
-    if entry.remove is not None:
-        raise ValueError(f"pruning method '{method}' removes neurons, it makes no masks (see prune.step)")
-    check_pattern(model, n, m)
-    if true_sequential == "auto":
-        true_sequential = auto_true_sequential(method, n, m)
-    elif not isinstance(true_sequential, bool):
-        raise ValueError(f"true_sequential must be true, false or 'auto', got {true_sequential!r}")
+    entry, true_sequential = check_request(model, method, n, m, true_sequential)
     prior_masks = prior_masks or {}
     masks: dict[str, torch.Tensor] = {}
-    prefix = layer_prefix(model)
-
-    def visit_group(index, modules, stats) -> None:
-        names = [f"{prefix}.{index}.{name}" for name in modules]
-        priors = [prior_masks.get(name) for name in names]
-        group_masks = _mask_group(list(modules.values()), stats, entry, sparsity, n, m, priors, blocksize, percdamp)
-        masks.update(zip(names, group_masks))
-
-    def visit(index, layer, stats) -> bool:
-        groups: dict[int, dict] = {}  # linears sharing one statistics object share their input
-        for name, module in linear_modules(layer).items():
-            groups.setdefault(id(stats.get(name)), {})[name] = module
-        for group in groups.values():
-            visit_group(index, group, stats.get(next(iter(group))))
-        return True
-
+    visit_group, visit = mask_visitors(
+        layer_prefix(model), entry, sparsity, n, m, prior_masks, blocksize, percdamp, masks
+    )
     if include_embeddings:
-        name, embedding = _input_embeddings(model)
+        name, embedding = input_embeddings(model)
         masks[name] = select_mask(
             magnitude_scores(embedding.weight), sparsity, scope="row", pruned=prior_masks.get(name)
         )
@@ -129,11 +150,6 @@ def prune_layers(
         run_sequential(model, windows, visit, batch_size=batch_size, gram=gram, abs_values=False)
     log.info("%s pass to %s: sparsity %.4f", method, f"{n}:{m}" if n else f"{sparsity:.3f}", mask_sparsity(masks))
     return masks
-
-
-def _input_embeddings(model: nn.Module) -> tuple[str, nn.Module]:
-    embedding = model.get_input_embeddings()
-    return next(name for name, module in model.named_modules() if module is embedding), embedding
 
 
 def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:
