@@ -57,7 +57,7 @@ def _mixed(checkpoint, calibration, windows, seed: float, export, budget, metada
     result = export_mixed(checkpoint.model, checkpoint.tokenizer, staged, calibration[: export.sensitivity_windows],
                           score, seed, budget.max_ppl_increase, budget.target_bytes, budget.target_bpw, metadata,
                           export.search_steps, export.threads, pre_tokenizer=export.pre_tokenizer,
-                          name=export.name)  # fmt: skip
+                          name=export.name, rounding=export.rounding)  # fmt: skip
     record = {"budget": budget.model_dump(), "seed_perplexity": seed, "scored_windows": int(scored.shape[0]),
               **result.to_dict()}  # fmt: skip
     return StagedGGUF(staged, describe_gguf(staged, "mixed")), record
