@@ -3,8 +3,8 @@ mask sparsity target or pattern applies), the sparsity target and pattern for ma
 
 from __future__ import annotations
 
-from bird_bone.prune.config import PruneParams
 from bird_bone.heal.report import render_loop_report
+from bird_bone.prune.config import PruneParams
 
 
 def report(**prune) -> dict:

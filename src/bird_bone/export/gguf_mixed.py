@@ -47,10 +47,11 @@ class Candidate:
     target_bytes: int
     bytes: int
     bits_per_weight: float
-    perplexity: float
-    meets: bool
+    perplexity: float  # on the evaluation text
+    meets: bool  # on every text scored
     predicted_loss: float
     tensor_types: dict[str, int] = field(default_factory=dict)
+    perplexities: dict[str, float] = field(default_factory=dict)  # every text scored, the evaluation text first
 
 
 @dataclass
@@ -159,38 +160,49 @@ def prepare(model, tokenizer, calibration: torch.Tensor, workdir: Path, metadata
     return MixedPlanner(f32, options, fixed, sum(int(t.n_elements) for t in tensors), grams, threads)
 
 
-def _candidate(planner: MixedPlanner, target: int, out: Path, score, seed: float, max_increase: float, threads):
+def _texts(value) -> dict[str, float]:
+    """A score or seed as {text: perplexity}; a single number is the evaluation text's."""
+    return dict(value) if isinstance(value, dict) else {"evaluation": float(value)}
+
+
+def _candidate(planner: MixedPlanner, target: int, out: Path, score, seeds: dict, max_increase: float, threads):
     plan = planner.plan(target)
     path = planner.write(plan, out / f"mixed-{target}.gguf", threads)
     size = path.stat().st_size
-    ppl = float(score(path))
-    found = Candidate(target, size, 8 * size / planner.parameters, ppl, quality.meets(ppl, seed, max_increase),
-                      plan.loss, plan.counts)  # fmt: skip
-    log.info("mixed GGUF at %d bytes: %.2f bpw, llama.cpp perplexity %.3f (%s)", size, found.bits_per_weight, ppl,
-             "meets the budget" if found.meets else "over the budget")  # fmt: skip
+    ppl = _texts(score(path))
+    meets = all(quality.meets(ppl[t], seed, max_increase) for t, seed in seeds.items())
+    first = ppl[next(iter(seeds))]
+    found = Candidate(target, size, 8 * size / planner.parameters, first, meets, plan.loss, plan.counts, ppl)
+    shown = ", ".join(f"{t} {v:.3f}" for t, v in ppl.items())
+    log.info("mixed GGUF at %d bytes: %.2f bpw, llama.cpp perplexity %s (%s)", size, found.bits_per_weight, shown,
+             "meets the budget" if meets else "over the budget")  # fmt: skip
     return found, path
 
 
-def search(planner: MixedPlanner, score: Callable[[Path], float], seed_perplexity: float, max_increase: float,
-           out: Path, target_bytes: int | None = None, steps: int = 5, threads: int = 0) -> MixedResult:  # fmt: skip
+def search(planner: MixedPlanner, score: Callable[[Path], float | dict[str, float]], seed_perplexity,
+           max_increase: float, out: Path, target_bytes: int | None = None, steps: int = 5,
+           threads: int = 0) -> MixedResult:  # fmt: skip
     """The smallest planned file whose ``score`` meets the budget (bisection over byte budgets, ``steps``
-    scorings after the largest plan's), or the best one found; at ``target_bytes`` only that plan."""
-    ceiling = quality.ceiling(seed_perplexity, max_increase)
+    scorings after the largest plan's), or the best one found; at ``target_bytes`` only that plan.
+    ``score`` and ``seed_perplexity``: one perplexity, or one per text ({text: perplexity}, the evaluation
+    text first); a candidate meets the budget when it does on every text."""
+    seeds = _texts(seed_perplexity)
+    ceilings = ", ".join(f"{t} {quality.ceiling(s, max_increase):.3f}" for t, s in seeds.items())
     tried: dict[int, tuple[Candidate, Path]] = {}
 
     def attempt(target: int) -> Candidate:
-        tried[target] = _candidate(planner, target, out, score, seed_perplexity, max_increase, threads)
+        tried[target] = _candidate(planner, target, out, score, seeds, max_increase, threads)
         return tried[target][0]
 
     lo, hi = planner.bounds()
     if target_bytes is not None:
         found = attempt(max(target_bytes, lo))
         why = "meets" if found.meets else "breaks"
-        reason = f"planned at the target {target_bytes} bytes: perplexity {found.perplexity:.3f} {why} {ceiling:.3f}"
+        reason = f"planned at the target {target_bytes} bytes: perplexity {_shown(found)} {why} ({ceilings})"
         return _result(tried, found, reason)
     if not attempt(hi).meets:
         best = min((c for c, _ in tried.values()), key=lambda c: c.perplexity)
-        return _result(tried, best, f"no plan meets the ceiling {ceiling:.3f}: the best found, {best.perplexity:.3f}")
+        return _result(tried, best, f"no plan meets the ceiling ({ceilings}): the best found, {_shown(best)}")
     fail, ok = lo, hi
     if attempt(lo).meets:
         ok = lo
@@ -202,11 +214,16 @@ def search(planner: MixedPlanner, score: Callable[[Path], float], seed_perplexit
             else:
                 fail = mid
     chosen = tried[ok][0]
+    seeds_shown = ", ".join(f"{t} {s:.3f}" for t, s in seeds.items())
     reason = (
-        f"smallest of {len(tried)} candidates within the ceiling {ceiling:.3f} "
-        f"(seed {seed_perplexity:.3f} + {100 * max_increase:g} %)"
+        f"smallest of {len(tried)} candidates within the ceiling ({ceilings}: seed {seeds_shown} "
+        f"+ {100 * max_increase:g} %)"
     )
     return _result(tried, chosen, reason)
+
+
+def _shown(c: Candidate) -> str:
+    return ", ".join(f"{t} {v:.3f}" for t, v in c.perplexities.items())
 
 
 def _result(tried: dict, chosen: Candidate, reason: str) -> MixedResult:
@@ -218,8 +235,8 @@ def _result(tried: dict, chosen: Candidate, reason: str) -> MixedResult:
     return MixedResult(str(keep), chosen, candidates, chosen.meets, reason)
 
 
-def export_mixed(model, tokenizer, path: str | Path, calibration: torch.Tensor, score: Callable[[Path], float],
-                 seed_perplexity: float, max_increase: float, target_bytes: int | None = None,
+def export_mixed(model, tokenizer, path: str | Path, calibration: torch.Tensor, score: Callable,
+                 seed_perplexity, max_increase: float, target_bytes: int | None = None,
                  target_bpw: float | None = None, metadata: dict | None = None, steps: int = 5, threads: int = 0,
                  **gguf_args) -> MixedResult:  # fmt: skip
     """The budgeted mixed GGUF of ``model`` at ``path`` (see module docstring)."""
