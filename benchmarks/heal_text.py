@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("."))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--variants", default="lm-calibration,kd-samples-t1,kd-calibration-t1")
+    parser.add_argument("--base", choices=["nf4", "full"], default="nf4", help="QLoRA (nf4) or LoRA on the float base")
     args = parser.parse_args()
     windows = {
         name: load_tensors(args.run_dir / f"data/02_intermediate/{name}.safetensors")["windows"]
@@ -47,7 +48,7 @@ def main() -> None:
     texts = {"samples": windows["heal_text"], "calibration": windows["calibration_windows"]}
     scored = {"WikiText-2 test": windows["evaluation_windows"], "TinyStories": windows["second_evaluation_windows"]}
     dense = load_checkpoint(args.run_dir / "models/baseline")
-    prune, heal = PruneParams(), HealParams()
+    prune, heal = PruneParams(), HealParams(base=args.base)
     pruned = copy.deepcopy(dense.model)
     prune_step(pruned, prune.method, prune.amount(1), windows["calibration_windows"], batch_size=4, **prune.options())
     print("| heal | text | loss | WikiText-2 test | TinyStories | seconds |")
@@ -64,7 +65,7 @@ def main() -> None:
         teacher = dense.model
         heal_step(model, texts[text], {}, args.steps, teacher=teacher, seed=seed, bos=bos, progress=False, **options)
         ppl, seconds = text_perplexities(model, scored, 4), time.perf_counter() - start
-        loss = f"LM {lm:g} + KD {kd:g} (T={temperature:g})"
+        loss = f"LM {lm:g} + KD {kd:g} (T={temperature:g}), {args.base} base"
         print(f"| {name} | {text} | {loss} | {ppl['WikiText-2 test']:.3f} | {ppl['TinyStories']:.3f} | {seconds:.0f} |")
 
 

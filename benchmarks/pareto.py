@@ -23,7 +23,7 @@ import importlib.util
 import json
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -93,19 +93,11 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
             rows[type] = Row("llama.cpp", f"{type} + imatrix", path.stat().st_size, scores(path, texts))
             path.unlink()
             _report(rows[type], rows, args.saved)
-    targets = {f"mixed@{k}": r.bytes for k, r in rows.items() if r.method in ("input", "llama.cpp")}
-    targets |= {f"mixed@{mb}MB": int(mb * 1e6) for mb in args.extra}
-    lo, _ = planner.bounds()
-    for key, target in sorted(targets.items(), key=lambda kv: kv[1]):
-        if target >= lo and want(key):
-            plan = planner.plan(target)
-            path = planner.write(plan, out / "mixed.gguf")
-            note = ", ".join(f"{t}: {n}" for t, n in plan.counts.items())
-            rows[key] = Row(
-                "bird-bone mixed", key.removeprefix("mixed@"), path.stat().st_size, scores(path, texts), note
-            )
-            path.unlink()
-            _report(rows[key], rows, args.saved)
+    targets = {k: r.bytes for k, r in rows.items() if r.method in ("input", "llama.cpp")}
+    targets |= {f"{mb}MB": int(mb * 1e6) for mb in args.extra}
+    for rounding in args.rounding:
+        mixed_rows(replace(planner, grams={}, _rounded={}) if rounding == "imatrix" else planner, rounding, targets,
+                   want, rows, texts, out, args.saved)  # fmt: skip
     if want("budget"):
         dense = perplexity(model, texts["wikitext2"], batch_size=2, progress=False).perplexity
         found = search(planner, lambda p: scores(p, {"wikitext2": texts["wikitext2"]})["wikitext2"], dense, 0.03,
@@ -118,6 +110,23 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
         _report(rows["budget"], rows, args.saved)
     for row in autoround_rows(loaded, out, texts) if want("autoround") else []:
         rows[f"autoround-{row.label}"] = row
+
+
+MIXED = {"gptq": ("mixed@", "bird-bone mixed"), "imatrix": ("mixed-imatrix@", "bird-bone mixed, llama.cpp rounding")}
+
+
+def mixed_rows(planner, rounding: str, targets: dict[str, int], want, rows, texts, out: Path, saved) -> None:
+    """bird-bone's plans at each target size, rounded by ``rounding`` (gptq | imatrix)."""
+    prefix, method = MIXED[rounding]
+    lo, _ = planner.bounds()
+    for key, target in sorted(((prefix + k, t) for k, t in targets.items()), key=lambda kv: kv[1]):
+        if target >= lo and want(key):
+            plan = planner.plan(target)
+            path = planner.write(plan, out / "mixed.gguf")
+            note = ", ".join(f"{t}: {n}" for t, n in plan.counts.items())
+            rows[key] = Row(method, key.removeprefix(prefix), path.stat().st_size, scores(path, texts), note)
+            path.unlink()
+            _report(rows[key], rows, saved)
 
 
 def _report(row: Row, rows: dict[str, Row] | None = None, saved: Path | None = None) -> None:
@@ -170,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", type=float, nargs="*", default=[67.0, 80.0, 90.0], help="more mixed sizes, MB")
     parser.add_argument("--sensitivity-windows", type=int, default=8)
     parser.add_argument("--search-steps", type=int, default=4)
+    parser.add_argument("--rounding", nargs="+", choices=sorted(MIXED), default=["gptq"],
+                        help="how the mixed rows round re-quantized matrices (both: a row of each)")  # fmt: skip
     args = parser.parse_args(argv)
     out = args.out / args.model
     out.mkdir(parents=True, exist_ok=True)

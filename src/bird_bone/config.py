@@ -119,6 +119,9 @@ class ExportParams(Params):
         None, ge=1, description="mixed: evaluation windows each candidate is scored on (None: all, as the seed was)"
     )
     throughput: bool = Field(True, description="time prompt and generation tokens/s in llama.cpp, input and output")
+    rounding: Literal["gptq", "imatrix"] = Field(
+        "gptq", description="mixed: GPTQ error feedback into each block grid, or llama.cpp's own per-block rounding"
+    )
 
 
 def parameter_models() -> dict[str, type[Params]]:

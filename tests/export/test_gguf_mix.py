@@ -134,3 +134,17 @@ def test_budget_search_picks_the_smallest_passing_file(planner, tmp_path):
     (tmp_path / "none").mkdir()
     failing = search(planner, lambda path: 99.0, 10.0, 0.03, tmp_path / "none", steps=2)
     assert not failing.meets and "no plan meets" in failing.reason and len(failing.candidates) == 1
+
+
+def test_budget_search_holds_on_every_text(planner, tmp_path):
+    lo, hi = planner.bounds()
+    threshold = (lo + 2 * hi) // 3
+
+    def score(path) -> dict[str, float]:  # the evaluation text always passes; the second fails below the threshold
+        return {"evaluation": 10.0, "second": 5.0 * (1.0 + 0.01 * (path.stat().st_size < threshold))}
+
+    result = search(planner, score, {"evaluation": 10.0, "second": 5.0}, 0.005, tmp_path, steps=6)
+    assert result.meets and result.chosen.bytes >= threshold
+    assert result.chosen.perplexities == {"evaluation": 10.0, "second": 5.0}
+    assert all(not c.meets for c in result.candidates if c.bytes < threshold)
+    assert "second 5.025" in result.reason  # the second text's ceiling is stated

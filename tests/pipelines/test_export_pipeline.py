@@ -27,6 +27,7 @@ def test_pipeline_inputs_and_outputs():
         "params:data",
         "params:export",
         "params:budget",
+        "seeding.second_evaluation_windows",
     }
     assert pipeline.all_outputs() == {"export.gguf_model", "export.mixed_search", "export.export_report"}
 
@@ -48,8 +49,13 @@ def _stage_inputs(project, tokenizer) -> None:
         {"windows": torch.tensor(ids[:64]).view(2, 32)},
         project / "data/02_intermediate/calibration_windows.safetensors",
     )
+    save_tensors(
+        {"windows": torch.tensor(ids[32:96]).view(2, 32)},
+        project / "data/02_intermediate/second_evaluation_windows.safetensors",
+    )
     (project / "data/08_reporting").mkdir(parents=True, exist_ok=True)
-    (project / "data/08_reporting/baseline_metrics.json").write_text(json.dumps({"perplexity": 50.0}))
+    metrics = {"perplexity": 50.0, "second_perplexity": 40.0}
+    (project / "data/08_reporting/baseline_metrics.json").write_text(json.dumps(metrics))
 
 
 def test_export_run_on_a_tiny_model(project, tiny_tokenizer):  # noqa: F811
@@ -75,6 +81,8 @@ def test_mixed_export_run_reports_the_budget_search(project, tiny_tokenizer):  #
     report = json.loads((project / "data/08_reporting/export_report.json").read_text())
     mixed = report["mixed"]
     assert mixed["seed_perplexity"] == 50.0 and mixed["budget"]["max_ppl_increase"] == 100.0
+    assert mixed["seed_perplexities"] == {"evaluation": 50.0, "second": 40.0}  # judged on both texts
+    assert all(set(c["perplexities"]) == {"evaluation", "second"} for c in mixed["candidates"])
     assert mixed["meets"] and len(mixed["candidates"]) >= 2 and "smallest" in mixed["reason"]
     assert mixed["chosen"]["bytes"] == report["size_bytes"] == min(c["bytes"] for c in mixed["candidates"])
     assert report["type"] == "mixed" and sum(report["tensor_types"].values()) == 20

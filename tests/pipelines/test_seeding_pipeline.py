@@ -23,7 +23,10 @@ def test_seeding_runs_on_a_tiny_model(project, tiny_model, tiny_tokenizer):
         project,
         {
             "model": {"source": str(project / "tiny")},
-            "data": {"evaluation": {"source": str(project / "text.txt"), "fallback": None}},
+            "data": {
+                "evaluation": {"source": str(project / "text.txt"), "fallback": None},
+                "second_evaluation": {"source": str(project / "text.txt"), "fallback": None},
+            },
             "eval": {"windows": 3, "window_length": 16, "tasks": []},
         },
     )
@@ -32,6 +35,9 @@ def test_seeding_runs_on_a_tiny_model(project, tiny_model, tiny_tokenizer):
     assert report["texts"]["evaluation"]["location"] == str(project / "text.txt")
     assert report["metrics"]["eval_predicted_tokens"] == 3 * 15
     assert 1.0 < report["metrics"]["perplexity"] < 2 * len(tiny_tokenizer)
+    metrics = json.loads((project / "data/08_reporting/baseline_metrics.json").read_text())
+    assert metrics["second_windows"] == 3  # the seed on the second text, which the export's budget judges
+    assert metrics["second_perplexity"] == pytest.approx(metrics["perplexity"])  # the same text here
     seed = json.loads((project / "data/02_intermediate/seed.json").read_text())
     assert seed["parameters"]["eval"]["windows"] == 3 and len(seed["params_sha256"]) == 64
     assert set(seed["tensors"]) == set(tiny_model.state_dict())

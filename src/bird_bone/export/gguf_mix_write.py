@@ -55,9 +55,12 @@ def quantize_plan(
     plan: dict[str, str],
     imatrix: dict[str, np.ndarray] | None = None,
     threads: int = 0,
+    encoded: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """GGUF ``target`` (atomically) with every tensor of ``plan`` (GGUF name -> ggml type) in its type,
-    from F32 GGUF ``source``; ``imatrix``: importance vectors by tensor name (only those to round with)."""
+    from F32 GGUF ``source``; ``imatrix``: importance vectors by tensor name (only those to round with);
+    ``encoded``: bytes [rows, row_bytes] already rounded into a tensor's planned type (by
+    ``bird_bone.export.ggml_gptq``), written over what llama.cpp's quantizer put there."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -76,6 +79,8 @@ def quantize_plan(
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
         if status != 0:
             raise ArtifactError(f"llama.cpp could not quantize {source} to the planned types (status {status})")
+        if encoded:
+            overwrite_tensors(tmp, {name: (plan[name], data) for name, data in encoded.items()})
     del keep
     check_types(target, plan)
     return Path(target)
@@ -89,3 +94,21 @@ def check_types(path: str | Path, plan: dict[str, str]) -> None:
     for name, type in sorted(plan.items()):
         if written.get(name) != type:
             raise ArtifactError(f"{path}: tensor {name} was written as {written.get(name)}, planned {type}")
+
+
+def overwrite_tensors(path: str | Path, encoded: dict[str, tuple[str, np.ndarray]]) -> None:
+    """Write each tensor's bytes (type, uint8 [rows, row_bytes]) in place in GGUF ``path``, whose layout
+    (offsets, sizes, types) llama.cpp already wrote; the type and byte count must match exactly."""
+    import gguf
+
+    reader = gguf.GGUFReader(path, "r+")
+    tensors = {t.name: t for t in reader.tensors}
+    for name, (type, data) in sorted(encoded.items()):
+        t = tensors.get(name)
+        if t is None or t.tensor_type.name != type or int(t.n_bytes) != data.nbytes:
+            found = "absent" if t is None else f"{t.tensor_type.name}, {int(t.n_bytes)} bytes"
+            raise ArtifactError(f"{path}: tensor {name} is {found}, not {type} of {data.nbytes} bytes")
+        view = np.asarray(t.data).view(np.uint8).reshape(-1)
+        view[:] = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    reader.data.flush()
+    del reader, tensors

@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from bird_bone import budget as quality
 from bird_bone.errors import ArtifactError
+from bird_bone.export.ggml_gptq import gptq_quantize, input_grams
 from bird_bone.export.gguf import check_architecture, gguf_architecture, permute_for_rope, write_gguf
 from bird_bone.export.gguf_mix import (
     OVERHEAD_PER_TENSOR,
@@ -45,10 +47,11 @@ class Candidate:
     target_bytes: int
     bytes: int
     bits_per_weight: float
-    perplexity: float
-    meets: bool
+    perplexity: float  # on the evaluation text
+    meets: bool  # on every text scored
     predicted_loss: float
     tensor_types: dict[str, int] = field(default_factory=dict)
+    perplexities: dict[str, float] = field(default_factory=dict)  # every text scored, the evaluation text first
 
 
 @dataclass
@@ -63,34 +66,49 @@ class MixedResult:
         return asdict(self)
 
 
-def gguf_sensitivities(model: nn.Module, sensitivities: dict[str, Sensitivity]) -> dict[str, Sensitivity]:
-    """The sensitivities re-keyed by GGUF tensor name, rows reordered as ``gguf_tensors`` reorders them."""
+def _gguf_names(model: nn.Module) -> Callable[[str], str]:
+    """State-dict weight name -> GGUF tensor name of ``model``'s llama.cpp architecture."""
     import gguf
 
     family, c = check_architecture(model), model.config
     arch = gguf_architecture(family, mlp_widths(model))
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], c.num_hidden_layers)
-    found = {}
-    for name, s in sensitivities.items():
+
+    def gguf_name(name: str) -> str:
         target = names.get_name(name, try_suffixes=(".weight",))
         if target is None:
             raise ArtifactError(f"tensor {name} has no GGUF name for llama.cpp's {arch} architecture")
+        return target
+
+    return gguf_name
+
+
+def gguf_sensitivities(model: nn.Module, sensitivities: dict[str, Sensitivity]) -> dict[str, Sensitivity]:
+    """The sensitivities re-keyed by GGUF tensor name, rows reordered as ``gguf_tensors`` reorders them."""
+    family, c, gguf_name = check_architecture(model), model.config, _gguf_names(model)
+    found = {}
+    for name, s in sensitivities.items():
         heads = {"q_proj.weight": c.num_attention_heads, "k_proj.weight": c.num_key_value_heads}
         head = next((h for k, h in heads.items() if name.endswith(k)), None)
         if family.permute_qk and head and s.rows is not None:
             s = Sensitivity(permute_for_rope(torch.from_numpy(s.rows), head).numpy(), s.columns, s.elements)
-        found[target] = s
+        found[gguf_name(name)] = s
     return found
 
 
 @dataclass
 class MixedPlanner:
-    """An F32 GGUF of the model and the measured choices of its matrices: plans at any byte budget."""
+    """An F32 GGUF of the model and the measured choices of its matrices: plans at any byte budget.
+    With ``grams`` (X^T X of each matrix's input, by GGUF name), re-quantized matrices are rounded with
+    GPTQ's error feedback (``bird_bone.export.ggml_gptq``) instead of llama.cpp's per-block rounding."""
 
     f32: Path
     options: list[TensorOptions]
     fixed_bytes: int  # what the file holds beyond the planned matrices (metadata, norms, padding)
     parameters: int
+    grams: dict[str, np.ndarray] = field(default_factory=dict)
+    threads: int = 2
+    _rounded: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
 
     def plan(self, target_bytes: int) -> Plan:
         return allocate(self.options, target_bytes - self.fixed_bytes)
@@ -100,15 +118,29 @@ class MixedPlanner:
         return lo + self.fixed_bytes, hi + self.fixed_bytes
 
     def write(self, plan: Plan, target: Path, threads: int = 0) -> Path:
-        return quantize_plan(self.f32, target, plan.types, plan.imatrix(self.options), threads)
+        return quantize_plan(self.f32, target, plan.types, plan.imatrix(self.options), threads, self.rounded(plan))
+
+    def rounded(self, plan: Plan) -> dict[str, np.ndarray]:
+        """GPTQ bytes of every re-quantized matrix of ``plan`` that has an input Gram (computed once per type)."""
+        todo = [(n, t) for n, t in plan.types.items() if n in self.grams and n not in plan.kept]
+        missing = [key for key in todo if key not in self._rounded]
+        if missing:
+            matrices, importance = read_matrices(self.f32), {o.name: o.importance for o in self.options}
+            with ThreadPoolExecutor(max(self.threads, 1)) as pool:
+                jobs = {key: pool.submit(gptq_quantize, matrices[key[0]], self.grams[key[0]], key[1],
+                                         importance.get(key[0])) for key in missing}  # fmt: skip
+                self._rounded.update({key: job.result() for key, job in jobs.items()})
+        return {name: self._rounded[(name, type)] for name, type in todo}
 
 
 def prepare(model, tokenizer, calibration: torch.Tensor, workdir: Path, metadata: dict | None = None,
             pre_tokenizer: str | None = None, name: str | None = None, threads: int = 2,
-            template: str | Path | None = None) -> MixedPlanner:  # fmt: skip
+            template: str | Path | None = None, rounding: str = "gptq") -> MixedPlanner:  # fmt: skip
     """Write the F32 GGUF, measure the model's sensitivity on ``calibration`` windows and every
     (matrix, type) choice's bytes and predicted loss. ``template``: the source GGUF (default: the one
-    named by ``metadata['provenance']``), whose metadata is carried over and whose encodings may be kept."""
+    named by ``metadata['provenance']``), whose metadata is carried over and whose encodings may be kept.
+    ``rounding``: ``gptq`` (error feedback through each input's Gram, measured on ``calibration``) or
+    ``imatrix`` (llama.cpp's own per-block rounding with the importance vectors)."""
     import gguf
 
     template = template or template_path((metadata or {}).get("provenance"))
@@ -119,41 +151,58 @@ def prepare(model, tokenizer, calibration: torch.Tensor, workdir: Path, metadata
     tensors = gguf.GGUFReader(f32).tensors
     fixed = f32.stat().st_size - sum(int(t.n_bytes) for t in tensors if t.name in matrices)
     fixed += OVERHEAD_PER_TENSOR * len(tensors) + 4096  # padding and the quantizer's own keys
-    return MixedPlanner(f32, options, fixed, sum(int(t.n_elements) for t in tensors))
+    grams = {}
+    if rounding == "gptq":
+        gguf_name = _gguf_names(model)
+        grams = {gguf_name(n): g for n, g in input_grams(model, calibration).items()}
+    elif rounding != "imatrix":
+        raise ArtifactError(f"unknown rounding {rounding!r}: gptq or imatrix")
+    return MixedPlanner(f32, options, fixed, sum(int(t.n_elements) for t in tensors), grams, threads)
 
 
-def _candidate(planner: MixedPlanner, target: int, out: Path, score, seed: float, max_increase: float, threads):
+def _texts(value) -> dict[str, float]:
+    """A score or seed as {text: perplexity}; a single number is the evaluation text's."""
+    return dict(value) if isinstance(value, dict) else {"evaluation": float(value)}
+
+
+def _candidate(planner: MixedPlanner, target: int, out: Path, score, seeds: dict, max_increase: float, threads):
     plan = planner.plan(target)
     path = planner.write(plan, out / f"mixed-{target}.gguf", threads)
     size = path.stat().st_size
-    ppl = float(score(path))
-    found = Candidate(target, size, 8 * size / planner.parameters, ppl, quality.meets(ppl, seed, max_increase),
-                      plan.loss, plan.counts)  # fmt: skip
-    log.info("mixed GGUF at %d bytes: %.2f bpw, llama.cpp perplexity %.3f (%s)", size, found.bits_per_weight, ppl,
-             "meets the budget" if found.meets else "over the budget")  # fmt: skip
+    ppl = _texts(score(path))
+    meets = all(quality.meets(ppl[t], seed, max_increase) for t, seed in seeds.items())
+    first = ppl[next(iter(seeds))]
+    found = Candidate(target, size, 8 * size / planner.parameters, first, meets, plan.loss, plan.counts, ppl)
+    shown = ", ".join(f"{t} {v:.3f}" for t, v in ppl.items())
+    log.info("mixed GGUF at %d bytes: %.2f bpw, llama.cpp perplexity %s (%s)", size, found.bits_per_weight, shown,
+             "meets the budget" if meets else "over the budget")  # fmt: skip
     return found, path
 
 
-def search(planner: MixedPlanner, score: Callable[[Path], float], seed_perplexity: float, max_increase: float,
-           out: Path, target_bytes: int | None = None, steps: int = 5, threads: int = 0) -> MixedResult:  # fmt: skip
+def search(planner: MixedPlanner, score: Callable[[Path], float | dict[str, float]], seed_perplexity,
+           max_increase: float, out: Path, target_bytes: int | None = None, steps: int = 5,
+           threads: int = 0) -> MixedResult:  # fmt: skip
     """The smallest planned file whose ``score`` meets the budget (bisection over byte budgets, ``steps``
-    scorings after the largest plan's), or the best one found; at ``target_bytes`` only that plan."""
-    ceiling = quality.ceiling(seed_perplexity, max_increase)
+    scorings after the largest plan's), or the best one found; at ``target_bytes`` only that plan.
+    ``score`` and ``seed_perplexity``: one perplexity, or one per text ({text: perplexity}, the evaluation
+    text first); a candidate meets the budget when it does on every text."""
+    seeds = _texts(seed_perplexity)
+    ceilings = ", ".join(f"{t} {quality.ceiling(s, max_increase):.3f}" for t, s in seeds.items())
     tried: dict[int, tuple[Candidate, Path]] = {}
 
     def attempt(target: int) -> Candidate:
-        tried[target] = _candidate(planner, target, out, score, seed_perplexity, max_increase, threads)
+        tried[target] = _candidate(planner, target, out, score, seeds, max_increase, threads)
         return tried[target][0]
 
     lo, hi = planner.bounds()
     if target_bytes is not None:
         found = attempt(max(target_bytes, lo))
         why = "meets" if found.meets else "breaks"
-        reason = f"planned at the target {target_bytes} bytes: perplexity {found.perplexity:.3f} {why} {ceiling:.3f}"
+        reason = f"planned at the target {target_bytes} bytes: perplexity {_shown(found)} {why} ({ceilings})"
         return _result(tried, found, reason)
     if not attempt(hi).meets:
         best = min((c for c, _ in tried.values()), key=lambda c: c.perplexity)
-        return _result(tried, best, f"no plan meets the ceiling {ceiling:.3f}: the best found, {best.perplexity:.3f}")
+        return _result(tried, best, f"no plan meets the ceiling ({ceilings}): the best found, {_shown(best)}")
     fail, ok = lo, hi
     if attempt(lo).meets:
         ok = lo
@@ -165,11 +214,16 @@ def search(planner: MixedPlanner, score: Callable[[Path], float], seed_perplexit
             else:
                 fail = mid
     chosen = tried[ok][0]
+    seeds_shown = ", ".join(f"{t} {s:.3f}" for t, s in seeds.items())
     reason = (
-        f"smallest of {len(tried)} candidates within the ceiling {ceiling:.3f} "
-        f"(seed {seed_perplexity:.3f} + {100 * max_increase:g} %)"
+        f"smallest of {len(tried)} candidates within the ceiling ({ceilings}: seed {seeds_shown} "
+        f"+ {100 * max_increase:g} %)"
     )
     return _result(tried, chosen, reason)
+
+
+def _shown(c: Candidate) -> str:
+    return ", ".join(f"{t} {v:.3f}" for t, v in c.perplexities.items())
 
 
 def _result(tried: dict, chosen: Candidate, reason: str) -> MixedResult:
@@ -181,8 +235,8 @@ def _result(tried: dict, chosen: Candidate, reason: str) -> MixedResult:
     return MixedResult(str(keep), chosen, candidates, chosen.meets, reason)
 
 
-def export_mixed(model, tokenizer, path: str | Path, calibration: torch.Tensor, score: Callable[[Path], float],
-                 seed_perplexity: float, max_increase: float, target_bytes: int | None = None,
+def export_mixed(model, tokenizer, path: str | Path, calibration: torch.Tensor, score: Callable,
+                 seed_perplexity, max_increase: float, target_bytes: int | None = None,
                  target_bpw: float | None = None, metadata: dict | None = None, steps: int = 5, threads: int = 0,
                  **gguf_args) -> MixedResult:  # fmt: skip
     """The budgeted mixed GGUF of ``model`` at ``path`` (see module docstring)."""

@@ -93,13 +93,21 @@ def _wave_row(r: dict) -> str:
     )
 
 
+def _method(prune: dict) -> str:
+    """What each wave removes: neurons for structured pruning, a sparsity target and pattern for masks."""
+    if prune["method"] == "structured":
+        fraction = prune.get("structured", {}).get("fraction")
+        share = f", {fraction:.0%} of the MLP width per wave" if fraction is not None else ""
+        return f"structured (MLP neurons{share})"
+    return f"{prune['method']} ({prune['pattern']}), target sparsity {prune['target_sparsity']}"
+
+
 def render_loop_report(report: dict) -> str:
     """Markdown: the budget, then per wave sparsity, perplexity on both texts (after pruning → after
     healing), delta, heal steps, regrown fraction, verdict and why, time; then the checkpoint passed on."""
     base = report["baseline_perplexity"]
     lines = [
-        f"# bird-bone growth-prune-heal report: {report['prune']['method']} ({report['prune']['pattern']}), "
-        f"target sparsity {report['prune']['target_sparsity']} over {report['prune']['waves']} wave(s)",
+        f"# bird-bone growth-prune-heal report: {_method(report['prune'])} over {report['prune']['waves']} wave(s)",
         "",
         f"- Model: `{report['model']}`. Dense perplexity {base:.3f} on {report['eval_windows']} evaluation windows"
         f"; second domain {_ppl(report.get('baseline_second_perplexity'))}.",

@@ -28,17 +28,21 @@ def quantize_gguf(
     data: DataParams,
     export: ExportParams,
     budget: BudgetParams,
+    second: torch.Tensor | None = None,
 ) -> tuple[StagedGGUF, dict]:
     """The checkpoint as a GGUF of ``export.type``, staged for the catalog to put in place, and for
-    ``mixed`` the budget search's record (every candidate, the one chosen and why)."""
+    ``mixed`` the budget search's record (every candidate, the one chosen and why): the budget holds on
+    the evaluation text and, when the seed was scored on it, on the second domain's windows ``second``."""
     provenance = checkpoint.metadata.get("provenance")
     metadata = {"stage": checkpoint.metadata.get("stage"), "provenance": provenance}
     staged = Path(tempfile.mkdtemp(prefix="bird-bone-gguf-")) / "model.gguf"
     source = template_path(provenance)
     found = {"sparsity_warning": gguf_sparsity_warning(checkpoint.model), "input_gguf": source and str(source)}
     if export.type == "mixed":
-        seed = baseline["perplexity"]
-        gguf, record = _mixed(checkpoint, calibration, windows, seed, export, budget, metadata, staged)
+        texts, seeds = {"evaluation": windows}, {"evaluation": baseline["perplexity"]}
+        if second is not None and second.shape[0] and baseline.get("second_perplexity") is not None:
+            texts["second"], seeds["second"] = second, baseline["second_perplexity"]
+        gguf, record = _mixed(checkpoint, calibration, texts, seeds, export, budget, metadata, staged)
         return gguf, {**record, **found}
     tokens = data.calibration.windows * data.calibration.window_length  # what the statistics ran over
     imatrix = importance_matrix(statistics, checkpoint.model, tokens) if export.imatrix else None
@@ -47,19 +51,19 @@ def quantize_gguf(
     return StagedGGUF(staged, summary), found
 
 
-def _mixed(checkpoint, calibration, windows, seed: float, export, budget, metadata, staged) -> tuple[StagedGGUF, dict]:
-    scored = windows[: export.search_windows]
+def _mixed(checkpoint, calibration, texts: dict, seeds: dict, export, budget, metadata, staged):
+    scored = {name: windows[: export.search_windows] for name, windows in texts.items()}
     threads = export.threads or None
 
-    def score(path: Path) -> float:
-        return llama_perplexity(path, scored, threads).perplexity
+    def score(path: Path) -> dict[str, float]:
+        return {name: llama_perplexity(path, windows, threads).perplexity for name, windows in scored.items()}
 
     result = export_mixed(checkpoint.model, checkpoint.tokenizer, staged, calibration[: export.sensitivity_windows],
-                          score, seed, budget.max_ppl_increase, budget.target_bytes, budget.target_bpw, metadata,
+                          score, seeds, budget.max_ppl_increase, budget.target_bytes, budget.target_bpw, metadata,
                           export.search_steps, export.threads, pre_tokenizer=export.pre_tokenizer,
-                          name=export.name)  # fmt: skip
-    record = {"budget": budget.model_dump(), "seed_perplexity": seed, "scored_windows": int(scored.shape[0]),
-              **result.to_dict()}  # fmt: skip
+                          name=export.name, rounding=export.rounding)  # fmt: skip
+    record = {"budget": budget.model_dump(), "seed_perplexity": seeds["evaluation"], "seed_perplexities": seeds,
+              "scored_windows": {name: int(w.shape[0]) for name, w in scored.items()}, **result.to_dict()}  # fmt: skip
     return StagedGGUF(staged, describe_gguf(staged, "mixed")), record
 
 

@@ -22,6 +22,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:data",
                     "params:export",
                     "params:budget",
+                    "seeding.second_evaluation_windows",
                 ],
                 ["gguf_model", "mixed_search"],
                 name="quantize_gguf",
@@ -40,6 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             "prune.calibration_windows",
             "seeding.evaluation_windows",
             "seeding.baseline_metrics",
+            "seeding.second_evaluation_windows",
         },
         parameters={"params:data", "params:export", "params:budget"},
     )

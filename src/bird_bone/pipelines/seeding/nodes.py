@@ -12,6 +12,7 @@ from bird_bone.data.text import load_text
 from bird_bone.data.windows import bos_token, evaluation_windows, tokenize_text, window_convention
 from bird_bone.eval.harness import run_lm_eval
 from bird_bone.eval.metrics import measure_model
+from bird_bone.eval.perplexity import perplexity
 from bird_bone.io.checkpoint import Checkpoint
 from bird_bone.models.loading import load_model
 from bird_bone.seeding.fingerprint import git_state, library_versions, params_hash, state_dict_fingerprint
@@ -44,11 +45,19 @@ def make_second_evaluation_windows(checkpoint: Checkpoint, data: DataParams, eva
     return make_evaluation_windows(checkpoint, text, source.to_dict(), eval)
 
 
-def evaluate_model(checkpoint: Checkpoint, windows: torch.Tensor, eval: EvalParams) -> dict:
+def evaluate_model(
+    checkpoint: Checkpoint, windows: torch.Tensor, eval: EvalParams, second: torch.Tensor | None = None
+) -> dict:
+    """Perplexity, size and speed on ``windows``; with ``second`` (the second domain's windows, not
+    empty) also ``second_perplexity``, the seed the export's budget judges that text against."""
     location = checkpoint.metadata.get("provenance", {}).get("location")
     files = [location] if location and Path(location).exists() and checkpoint.metadata.get("stage") is None else None
     report = measure_model(checkpoint.model, windows, eval.batch_size, eval.throughput_batches, files)
-    return {**report, "window_start": window_convention(checkpoint.tokenizer)}
+    report["window_start"] = window_convention(checkpoint.tokenizer)
+    if second is not None and second.shape[0] > 0:
+        report["second_perplexity"] = perplexity(checkpoint.model, second, eval.batch_size, progress=False).perplexity
+        report["second_windows"] = int(second.shape[0])
+    return report
 
 
 def evaluate_tasks(checkpoint: Checkpoint, text_source: dict, eval: EvalParams) -> dict:

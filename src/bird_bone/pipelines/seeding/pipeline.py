@@ -29,7 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.evaluate_model,
-                ["baseline_checkpoint", "evaluation_windows", "params:eval"],
+                ["baseline_checkpoint", "evaluation_windows", "params:eval", "second_evaluation_windows"],
                 "baseline_metrics",
                 name="evaluate_model",
             ),
