@@ -21,17 +21,21 @@ def _windows(vocab: int = 64) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("true_sequential", [False, True])
 @pytest.mark.parametrize(("method", "n", "m"), [("wanda", 0, 0), ("sparsegpt", 0, 0), ("sparsegpt", 2, 4)])
-def test_layerwise_pruning_runs_on_the_models_device(device, method, n, m):
+def test_layerwise_pruning_runs_on_the_models_device(device, method, n, m, true_sequential):
     model = make_tiny_llama(64).to(device)
-    first = prune_layers(model, method, 0.5, _windows(), n=n, m=m)
+    first = prune_layers(model, method, 0.5, _windows(), n=n, m=m, true_sequential=true_sequential)
     assert len(first) == 14
     for name, mask in first.items():
         weight = model.get_submodule(name).weight
         assert mask.device == weight.device, name
         assert int((weight[mask] != 0).sum()) == 0 and abs(mask.float().mean().item() - 0.5) < 0.01, name
     priors = {k: v.cpu() for k, v in first.items()}  # as loaded from a checkpoint: on the host
-    second = prune_layers(model, method, 0.6 if not n else 0.5, _windows(), n=n, m=m, prior_masks=priors)
+    sparsity = 0.6 if not n else 0.5
+    second = prune_layers(
+        model, method, sparsity, _windows(), n=n, m=m, prior_masks=priors, true_sequential=true_sequential
+    )
     assert all(bool((second[k] | ~first[k].to(second[k].device)).all()) for k in first)  # pruned stays pruned
 
 

@@ -5,13 +5,16 @@ averaged over the processes, and the trained adapters seen whole for the masked 
 The global batch is cut from the same shuffled stream in every process (same seed), and process
 ``i`` of ``n`` keeps rows ``i, i + n, ...``. Every row has the same length and each loss is a mean
 over positions, so the mean of the ``n`` shard means that DDP's gradient all-reduce computes is the
-mean over the whole batch: the gradient, and so the curve, are the single-process run's. Accelerate's
+mean over the whole batch: the gradient, and so the curve, are the single-process run's (with LoRA
+dropout 0, the default; dropout draws its own noise in each process). Accelerate's
 prepared DataLoader would shard too, but with its own sampler and so a different order of windows
 than the single-process run; the explicit shard keeps the two runs comparable step by step.
 
 Under FSDP the adapters are sharded: ``full_adapters`` gathers them (FSDP1's
 ``summon_full_params``; FSDP2's DTensors are made whole in :func:`full_tensor`) so that every
-process merges the same full delta into its own copy of the model.
+process merges the same full delta into its own copy of the model. FSDP needs one dtype in a
+flattened group, so it shards a ``base: full`` student (bitsandbytes' 4-bit weights cannot be flattened
+with float adapters); the dense teacher is not wrapped, each process holds it whole.
 """
 
 from __future__ import annotations
