@@ -71,5 +71,6 @@ def regrow(
     new_masks, regrown = regrow_masks(masks, grads, max_fraction)
     with torch.no_grad():
         for name in names:
-            model.get_submodule(name).weight.masked_fill_(masks[name], 0.0)  # zero init of the grown ones
+            weight = model.get_submodule(name).weight
+            weight.masked_fill_(masks[name].to(weight.device), 0.0)  # zero init of the grown ones
     return new_masks, regrown
