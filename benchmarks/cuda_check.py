@@ -66,7 +66,11 @@ def time_wanda(model, windows: torch.Tensor, device: str) -> float:
 
 def run_tests() -> dict:
     command = [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-m", "not slow", "-p", "no:cacheprovider"]
-    command += ["tests/prune/test_devices.py", "tests/heal/test_devices.py", "tests/calibration/test_devices.py"]
+    command += [
+        "tests/prune/test_prune_devices.py",
+        "tests/heal/test_heal_devices.py",
+        "tests/calibration/test_statistics_devices.py",
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     print(done.stdout[-4000:], done.stderr[-2000:], sep="\n", flush=True)
     return {"returncode": done.returncode, "summary": (done.stdout.strip().splitlines() or [""])[-1]}
