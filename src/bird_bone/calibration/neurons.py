@@ -17,6 +17,6 @@ def cluster_neurons(patterns: torch.Tensor, clusters: int, seed: int = 0) -> tor
     from sklearn.cluster import KMeans
 
     clusters = min(clusters, patterns.shape[0])
-    features = torch.nn.functional.normalize(patterns.float(), dim=1).numpy()
+    features = torch.nn.functional.normalize(patterns.float(), dim=1).cpu().numpy()  # scikit-learn: host memory
     labels = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit_predict(features)
     return torch.as_tensor(labels, dtype=torch.long)

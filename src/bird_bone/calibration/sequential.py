@@ -184,7 +184,8 @@ def true_sequential_layer(index, layer, hidden, kwargs, groups, visit_group, gra
     is suspended in the pre-hook of the group's first linear. ``last``: the chunks stop there, at
     the last group, instead of finishing (returns ``hidden`` unchanged)."""
     modules = linear_modules(layer)
-    stats = [InputStatistics(modules[group[0]].in_features, gram=gram, abs_values=False) for group in groups]
+    first = [modules[group[0]] for group in groups]
+    stats = [InputStatistics(m.in_features, gram=gram, abs_values=False, device=m.weight.device) for m in first]
     arrived: list[int] = []
 
     def arrive(_module, args, position):

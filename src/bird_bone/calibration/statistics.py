@@ -50,6 +50,7 @@ class InputStatistics:
     gram: bool = False
     pattern_tokens: int = 0
     abs_values: bool = True  # accumulate sum |X_j| (``abs_mean``); Wanda and SparseGPT need only the rest
+    device: torch.device | str = "cpu"  # where the statistics live: the layer's weight's device
     tokens: int = 0
     sq_norms: torch.Tensor = field(init=False)
     abs_sum: torch.Tensor = field(init=False)
@@ -62,14 +63,14 @@ class InputStatistics:
     def reset(self) -> None:
         self.tokens = 0
         self.pattern = []
-        self.sq_norms = torch.zeros(self.columns, dtype=torch.float32)
-        self.abs_sum = torch.zeros(self.columns, dtype=torch.float32)
+        self.sq_norms = torch.zeros(self.columns, dtype=torch.float32, device=self.device)
+        self.abs_sum = torch.zeros(self.columns, dtype=torch.float32, device=self.device)
         if self.gram:
-            self.xtx = torch.zeros(self.columns, self.columns, dtype=torch.float32)
+            self.xtx = torch.zeros(self.columns, self.columns, dtype=torch.float32, device=self.device)
 
     def add_batch(self, x: torch.Tensor) -> None:
         """Accumulate one batch of inputs [..., columns]."""
-        x = x.detach().reshape(-1, self.columns).float()
+        x = x.detach().reshape(-1, self.columns).to(self.device, torch.float32)
         self.tokens += x.shape[0]
         for chunk in x.split(_CHUNK_ROWS):
             self.sq_norms += chunk.square().sum(0)
@@ -101,7 +102,9 @@ class InputStatistics:
 
     def patterns(self) -> torch.Tensor:
         """[columns, pattern tokens]: each column's inputs on the first tokens seen."""
-        return torch.cat(self.pattern).T.contiguous() if self.pattern else torch.empty(self.columns, 0)
+        return (
+            torch.cat(self.pattern).T.contiguous() if self.pattern else torch.empty(self.columns, 0, device=self.device)
+        )
 
 
 @contextlib.contextmanager
@@ -118,7 +121,7 @@ def collect_input_statistics(
     """
     pattern_tokens = pattern_tokens or {}
     stats = {
-        name: InputStatistics(m.in_features, gram, pattern_tokens.get(name, 0), abs_values)
+        name: InputStatistics(m.in_features, gram, pattern_tokens.get(name, 0), abs_values, m.weight.device)
         for name, m in modules.items()
     }
     last: dict = {"input": None, "name": None}

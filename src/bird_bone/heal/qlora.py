@@ -10,9 +10,11 @@ merged into the full-precision pruned weights through the mask: ``W <- W + (1 - 
 pruned position (M = 1) keeps its exact zero. peft's own ``merge_and_unload`` would add the dense
 delta everywhere (and into the 4-bit copy), which is why the merge is written here.
 
-Training goes through Accelerate: on a single CPU process (the default, and what the tests run) it
-changes nothing; under ``accelerate launch`` it places the student on the process's GPU and, with
-several processes, averages gradients across them (data-parallel healing).
+Training goes through Accelerate: in a single process (plain ``python``, ``kedro run``) it changes
+nothing; under ``accelerate launch`` (DDP or FSDP, GPUs or ``--cpu`` processes) it places the student
+on the process's device, gives each process its share of every global batch and averages the
+gradients, so that the curve is the single-process run's (:mod:`.distributed`); every process then
+merges the same adapters into its own copy of ``model``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 
 from bird_bone.data.windows import with_bos
 from bird_bone.heal.config import LORA_TARGETS
+from bird_bone.heal.distributed import full_adapters, full_tensor, mean_over_processes, module_name, shard
 from bird_bone.models.adapters import prunable_linears
 from bird_bone.models.families import lora_targets
 
@@ -149,30 +152,39 @@ def micro_heal(
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     student, optimizer = accelerator.prepare(student, optimizer)
-    if teacher is not None and kd_weight > 0:
-        teacher = teacher.to(accelerator.device)
-    batches = _batches(windows, window_length, batch_size, seed + accelerator.process_index, bos)
-    for _ in tqdm(range(steps), desc="micro-heal", unit="step", disable=not progress):
-        batch = next(batches).to(accelerator.device)
-        logits = student(input_ids=batch, use_cache=False).logits[:, :-1]
-        ce = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
-        kd = torch.zeros(())
-        if teacher is not None and kd_weight > 0:
-            with torch.no_grad():
-                teacher_logits = teacher(input_ids=batch, use_cache=False).logits[:, :-1]
-            kd = distillation_loss(logits, teacher_logits, temperature)
-        loss = lm_weight * ce + kd_weight * kd
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        result.loss.append(loss.item())
-        result.ce.append(ce.item())
-        result.kd.append(kd.item())
+    teacher = teacher.to(accelerator.device) if teacher is not None and kd_weight > 0 else None
+    batches = _batches(windows, window_length, batch_size, seed, bos)  # the same global batches in every process
+    weights = (lm_weight, kd_weight, temperature)
+    quiet = not (progress and accelerator.is_main_process)
+    for _ in tqdm(range(steps), desc="micro-heal", unit="step", disable=quiet):
+        batch = shard(next(batches), accelerator).to(accelerator.device)
+        logged = _step(student, teacher, optimizer, accelerator, batch, weights)
+        for values, value in zip((result.loss, result.ce, result.kd), logged, strict=True):
+            values.append(value)
         if callback is not None:
-            callback(len(result.loss), student)
-    result.merged_modules = merge_lora_masked(model, accelerator.unwrap_model(student), masks)
+            callback(len(result.loss), accelerator.unwrap_model(student))
+    with full_adapters(accelerator, student) as trained:
+        result.merged_modules = merge_lora_masked(model, trained, masks)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _step(student, teacher, optimizer, accelerator, batch, weights) -> list[float]:
+    """One optimisation step on this process's ``batch``; the losses (total, CE, KD) averaged over
+    the processes, which is the global batch's loss (see :mod:`.distributed`)."""
+    lm_weight, kd_weight, temperature = weights
+    logits = student(input_ids=batch, use_cache=False).logits[:, :-1]
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+    kd = torch.zeros((), device=ce.device)
+    if teacher is not None:
+        with torch.no_grad():
+            teacher_logits = teacher(input_ids=batch, use_cache=False).logits[:, :-1]
+        kd = distillation_loss(logits, teacher_logits, temperature)
+    loss = lm_weight * ce + kd_weight * kd
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    optimizer.step()
+    return mean_over_processes([loss, ce, kd], accelerator)
 
 
 @torch.no_grad()
@@ -182,10 +194,10 @@ def merge_lora_masked(model: nn.Module, peft_model: nn.Module, masks: dict[str, 
     for name, module in peft_model.named_modules():
         if not (hasattr(module, "lora_A") and hasattr(module, "get_delta_weight")):
             continue
-        base_name = name.removeprefix("base_model.model.")
+        base_name = module_name(name)
         target = model.get_submodule(base_name)
         for adapter in module.active_adapters:
-            delta = module.get_delta_weight(adapter).to(target.weight.device, target.weight.dtype)
+            delta = full_tensor(module.get_delta_weight(adapter)).to(target.weight.device, target.weight.dtype)
             mask = masks.get(base_name)
             if mask is not None:
                 delta = delta.masked_fill(mask.to(delta.device), 0.0)

@@ -26,7 +26,7 @@ def pruned_gradients(
         for w in params.values():
             w.requires_grad_(True)
         for first in range(0, windows.shape[0], batch_size):
-            batch = windows[first : first + batch_size]
+            batch = windows[first : first + batch_size].to(next(iter(params.values())).device)
             logits = model(input_ids=batch, use_cache=False).logits[:, :-1]
             loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
             found = torch.autograd.grad(loss, list(params.values()))
@@ -52,8 +52,8 @@ def regrow_masks(
         count = int(max_fraction * int(mask.sum()))
         new = mask.clone()
         if count and name in gradients:
-            score = gradients[name].abs().masked_fill(~mask, -1.0).flatten()
-            new.view(-1)[torch.topk(score, count).indices] = False
+            score = gradients[name].abs().masked_fill(~mask.to(gradients[name].device), -1.0).flatten()
+            new.view(-1)[torch.topk(score, count).indices.to(new.device)] = False
         new_masks[name], regrown[name] = new, int(mask.sum() - new.sum())
     return new_masks, regrown
 
@@ -71,5 +71,6 @@ def regrow(
     new_masks, regrown = regrow_masks(masks, grads, max_fraction)
     with torch.no_grad():
         for name in names:
-            model.get_submodule(name).weight.masked_fill_(masks[name], 0.0)  # zero init of the grown ones
+            weight = model.get_submodule(name).weight
+            weight.masked_fill_(masks[name].to(weight.device), 0.0)  # zero init of the grown ones
     return new_masks, regrown

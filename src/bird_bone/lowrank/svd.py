@@ -31,7 +31,14 @@ def rank_for_energy(singular_values: torch.Tensor, energy: float) -> int:
     """Smallest r with sum(S[:r]^2) >= energy * sum(S^2)."""
     power = singular_values.double() ** 2
     cumulative = torch.cumsum(power, 0) / power.sum()
-    return int(torch.searchsorted(cumulative, torch.tensor(energy, dtype=cumulative.dtype)).item()) + 1
+    return (
+        int(
+            torch.searchsorted(
+                cumulative, torch.tensor(energy, dtype=cumulative.dtype, device=cumulative.device)
+            ).item()
+        )
+        + 1
+    )
 
 
 def factorize(

@@ -15,9 +15,9 @@ def _force(scores: torch.Tensor, pruned: torch.Tensor | None, protected: torch.T
         return scores
     scores = scores.clone()
     if pruned is not None:
-        scores[pruned] = float("-inf")
+        scores[pruned.to(scores.device)] = float("-inf")
     if protected is not None:
-        scores[protected] = float("inf")
+        scores[protected.to(scores.device)] = float("inf")
     return scores
 
 
@@ -26,7 +26,8 @@ def _keep(mask: torch.Tensor, pruned: torch.Tensor | None, protected: torch.Tens
     than is asked now (an N:M group with more than N pruned still has at most M - N weights left)."""
     if pruned is None:
         return mask
-    keep = pruned.to(torch.bool) if protected is None else pruned.to(torch.bool) & ~protected.to(torch.bool)
+    keep = pruned.to(mask.device, torch.bool)
+    keep = keep if protected is None else keep & ~protected.to(mask.device, torch.bool)
     return mask | keep
 
 

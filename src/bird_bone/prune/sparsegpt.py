@@ -101,7 +101,10 @@ def sparsegpt_prune_many(
     prior_t = None
     if any(p is not None for p in pruned):
         prior_t = torch.cat(
-            [torch.zeros_like(w, dtype=torch.bool) if p is None else p.to(torch.bool) for w, p in zip(weights, pruned)]
+            [
+                torch.zeros_like(w, dtype=torch.bool) if p is None else p.to(w.device, torch.bool)
+                for w, p in zip(weights, pruned)
+            ]
         ).T.contiguous()
     mask_t = _solve(Wt, Hinv, sparsity, n, m, blocksize, prior_t, bounds)
     return [

@@ -20,7 +20,7 @@ def assign(x: torch.Tensor, centroids: torch.Tensor, weights: torch.Tensor | Non
     """Index of the nearest centroid: x [G, N, d], centroids [G, K, d] -> [G, N] int64.
 
     With ``weights`` [G, N, d] (> 0) the distance is sum_j w_j (x_j - c_j)^2 (a diagonal metric)."""
-    out = torch.empty(x.shape[:2], dtype=torch.long)
+    out = torch.empty(x.shape[:2], dtype=torch.long, device=x.device)
     c_t = centroids.transpose(1, 2)
     if weights is None:
         c_sq = (centroids * centroids).sum(-1)  # [G, K]
@@ -69,14 +69,14 @@ def kmeans_plus_plus(
 ) -> torch.Tensor:
     """k-means++ seeding for each set at once: each new centre drawn with probability ~ D(x)^2."""
     groups, n, d = x.shape
-    rows = torch.arange(groups)
+    rows = torch.arange(groups, device=x.device)
     w = torch.ones_like(x) if weights is None else weights
-    first = torch.randint(0, n, (groups,), generator=gen)
-    centroids = torch.empty(groups, k, d)
+    first = torch.randint(0, n, (groups,), generator=gen).to(x.device)  # the host generator: same draws anywhere
+    centroids = torch.empty(groups, k, d, device=x.device)
     centroids[:, 0] = x[rows, first]
     nearest = ((x - centroids[:, :1]).pow(2) * w).sum(-1)  # [G, N]
     for j in range(1, k):
-        pick = torch.multinomial(nearest.clamp_min(0) + 1e-30, 1, generator=gen)[:, 0]
+        pick = torch.multinomial((nearest.clamp_min(0) + 1e-30).cpu(), 1, generator=gen)[:, 0].to(x.device)
         centroids[:, j] = x[rows, pick]
         nearest = torch.minimum(nearest, ((x - centroids[:, j : j + 1]).pow(2) * w).sum(-1))
     return centroids
@@ -91,9 +91,9 @@ def _lloyd(
     codes = assign(x, centroids, weights)
     for _ in range(iterations):
         index = codes[..., None].expand(-1, -1, d)
-        sums = torch.zeros(groups, k, d).scatter_add_(1, index, w * x)  # weighted mean per dimension
-        mass = torch.zeros(groups, k, d).scatter_add_(1, index, w)
-        counts = torch.zeros(groups, k).scatter_add_(1, codes, torch.ones(groups, n))
+        sums = x.new_zeros(groups, k, d).scatter_add_(1, index, w * x)  # weighted mean per dimension
+        mass = x.new_zeros(groups, k, d).scatter_add_(1, index, w)
+        counts = x.new_zeros(groups, k).scatter_add_(1, codes, x.new_ones(groups, n))
         new = sums / mass.clamp_min(1e-30)
         empty = counts == 0
         if empty.any():

@@ -75,10 +75,10 @@ def gptvq_quantize(
     rows, cols = W.shape
     gr, gc = rows // tile_rows, cols // tile_cols
     U = inverse_hessian_factor(hessian, percdamp)[0] if hessian is not None else None
-    metric = torch.ones(cols) if U is None else 1.0 / torch.diag(U).square()  # GPTVQ's per-column weight
-    primary = torch.empty(gr, gc, k1, d)
-    residual = torch.empty(gr, gc, k2, d)
-    codes1 = torch.empty(gr, gc, tile_rows, tile_cols // d, dtype=torch.long)
+    metric = W.new_ones(cols) if U is None else 1.0 / torch.diag(U).square()  # GPTVQ's per-column weight
+    primary = W.new_empty(gr, gc, k1, d)
+    residual = W.new_empty(gr, gc, k2, d)
+    codes1 = torch.empty(gr, gc, tile_rows, tile_cols // d, dtype=torch.long, device=W.device)
     codes2 = torch.empty_like(codes1)
     for c in range(gc):
         i1, i2 = c * tile_cols, (c + 1) * tile_cols

@@ -42,7 +42,9 @@ def normalize(weight: torch.Tensor, outlier_threshold: float = 0.01) -> tuple[to
     delta = float(sigma.median().clamp_min(1e-8))
     count = math.ceil(outlier_threshold * w.shape[0]) if outlier_threshold > 0 else 0
     scale = torch.ones_like(mean)
-    outliers = torch.topk(sigma, count).indices.sort().values if count else torch.zeros(0, dtype=torch.long)
+    outliers = (
+        torch.topk(sigma, count).indices.sort().values if count else torch.zeros(0, dtype=torch.long, device=w.device)
+    )
     if count:
         s = (sigma[outliers] / delta).clamp_min(1e-4).half().float()  # stored as float16
         scale[outliers] = s

@@ -43,7 +43,7 @@ def distillation_loss(t_out, s_out, config: RefineConfig) -> tuple[torch.Tensor,
     t_logp = F.log_softmax(t_out.logits.float() / temp, dim=-1)
     s_logp = F.log_softmax(s_out.logits.float() / temp, dim=-1)
     kl = F.kl_div(s_logp.flatten(0, 1), t_logp.flatten(0, 1), log_target=True, reduction="batchmean") * temp**2
-    cosine = torch.zeros(())
+    cosine = kl.new_zeros(())
     if config.cosine_weight and t_out.hidden_states and len(t_out.hidden_states) == len(s_out.hidden_states):
         for h_t, h_s in zip(t_out.hidden_states[1:], s_out.hidden_states[1:]):
             if h_t.shape == h_s.shape:
@@ -88,6 +88,7 @@ def refine(
     try:
         for _ in tqdm(range(config.max_iterations), desc="novaq refine", unit="step", disable=not progress):
             batch = windows[torch.randint(0, windows.shape[0], (config.batch_size,), generator=gen)]
+            batch = batch.to(next(teacher.parameters()).device)
             with torch.no_grad():
                 t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
             weights = {name: q.decode() for name, q in quantized.items()}

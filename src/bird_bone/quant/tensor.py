@@ -39,7 +39,7 @@ class NovaqTensor(nn.Module):
         normalized = from_tiles(normalized, rows, cols, *self.tile)
         if self.column_scale is not None:  # activation-aware: undo w * t_j
             normalized = normalized / self.column_scale[None, :]
-        scale = torch.ones(rows, dtype=normalized.dtype).index_put((self.outliers,), self.outlier_scale)
+        scale = normalized.new_ones(rows).index_put((self.outliers,), self.outlier_scale)
         return normalized * scale[:, None] + self.mean[:, None]
 
     def round_to_storage(self) -> None:
