@@ -17,7 +17,7 @@ class HealParams(Params):
     section: ClassVar[str] = "heal"
     enabled: bool = Field(True, description="QLoRA micro-heal after each pruning wave")
     steps: int = Field(40, ge=0, description="optimiser steps per wave (the design: 200-500)")
-    base: Literal["nf4", "full"] = Field("nf4", description="nf4: QLoRA (bitsandbytes 4-bit base); full: LoRA")
+    base: Literal["nf4", "full"] = Field("full", description="full: LoRA on the float base; nf4: QLoRA (4-bit base)")
     rank: int = Field(8, ge=1, description="LoRA rank r")
     alpha: float = Field(16.0, gt=0, description="LoRA alpha (delta scaled by alpha / r)")
     dropout: float = Field(0.0, ge=0, lt=1)
