@@ -77,7 +77,8 @@ def autoround_rows(loaded, out: Path, texts) -> list[Row]:
 def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path) -> None:
     model, tok = loaded.model, loaded.tokenizer
     metadata = {"provenance": loaded.provenance.to_dict()}
-    planner = prepare(model, tok, calib[: args.sensitivity_windows], out, metadata, threads=2)
+    rounding = "gptq" if "gptq" in args.rounding else "imatrix"  # the Grams are measured only when needed
+    planner = prepare(model, tok, calib[: args.sensitivity_windows], out, metadata, threads=2, rounding=rounding)
     source = Path(loaded.provenance.location)
 
     def want(key: str) -> bool:  # --only: just those rows; otherwise every row not measured yet
@@ -112,7 +113,7 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
         rows[f"autoround-{row.label}"] = row
 
 
-MIXED = {"gptq": ("mixed@", "bird-bone mixed"), "imatrix": ("mixed-imatrix@", "bird-bone mixed, llama.cpp rounding")}
+MIXED = {"imatrix": ("mixed@", "bird-bone mixed"), "gptq": ("mixed-gptq@", "bird-bone mixed, GPTQ rounding")}
 
 
 def mixed_rows(planner, rounding: str, targets: dict[str, int], want, rows, texts, out: Path, saved) -> None:
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", type=float, nargs="*", default=[67.0, 80.0, 90.0], help="more mixed sizes, MB")
     parser.add_argument("--sensitivity-windows", type=int, default=8)
     parser.add_argument("--search-steps", type=int, default=4)
-    parser.add_argument("--rounding", nargs="+", choices=sorted(MIXED), default=["gptq"],
+    parser.add_argument("--rounding", nargs="+", choices=sorted(MIXED), default=["imatrix"],
                         help="how the mixed rows round re-quantized matrices (both: a row of each)")  # fmt: skip
     args = parser.parse_args(argv)
     out = args.out / args.model

@@ -120,7 +120,7 @@ class ExportParams(Params):
     )
     throughput: bool = Field(True, description="time prompt and generation tokens/s in llama.cpp, input and output")
     rounding: Literal["gptq", "imatrix"] = Field(
-        "gptq", description="mixed: GPTQ error feedback into each block grid, or llama.cpp's own per-block rounding"
+        "imatrix", description="mixed: llama.cpp's own per-block rounding, or GPTQ error feedback into each block grid"
     )
 
 

@@ -69,7 +69,7 @@ def test_input_grams_are_the_inputs_gram(tiny_tokenizer):
 def test_planner_writes_the_gptq_bytes_and_llama_cpp_reads_them(tmp_path, tiny_tokenizer):
     model = wide_llama(len(tiny_tokenizer))
     windows = torch.randint(3, len(tiny_tokenizer), (3, 48), generator=torch.Generator().manual_seed(0))
-    planner = prepare(model, tiny_tokenizer, windows[:2], tmp_path / "work")
+    planner = prepare(model, tiny_tokenizer, windows[:2], tmp_path / "work", rounding="gptq")
     plan = planner.plan(sum(planner.bounds()) // 2)
     rounded = planner.rounded(plan)
     assert rounded and "token_embd.weight" not in rounded

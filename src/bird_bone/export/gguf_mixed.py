@@ -135,7 +135,7 @@ class MixedPlanner:
 
 def prepare(model, tokenizer, calibration: torch.Tensor, workdir: Path, metadata: dict | None = None,
             pre_tokenizer: str | None = None, name: str | None = None, threads: int = 2,
-            template: str | Path | None = None, rounding: str = "gptq") -> MixedPlanner:  # fmt: skip
+            template: str | Path | None = None, rounding: str = "imatrix") -> MixedPlanner:  # fmt: skip
     """Write the F32 GGUF, measure the model's sensitivity on ``calibration`` windows and every
     (matrix, type) choice's bytes and predicted loss. ``template``: the source GGUF (default: the one
     named by ``metadata['provenance']``), whose metadata is carried over and whose encodings may be kept.
