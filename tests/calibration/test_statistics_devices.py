@@ -27,6 +27,8 @@ def test_statistics_are_kept_on_the_weights_device(device):
 
 @pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 def test_neuron_clusters_come_back_on_the_host_from_any_device(device):
-    patterns = torch.cat([torch.zeros(3, 6), torch.ones(3, 6)]) + 0.01 * torch.randn(6, 6)
+    one, other = torch.tensor([1.0, 0, 1, 0, 1, 0]), torch.tensor([0.0, 1, 0, 1, 0, 1])  # two activation patterns
+    noise = 0.01 * torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
+    patterns = torch.stack([one] * 3 + [other] * 3) + noise
     ids = cluster_neurons(patterns.to(device), clusters=2)
     assert ids.device.type == "cpu" and len(set(ids[:3].tolist())) == 1 and ids[0] != ids[3]
