@@ -148,3 +148,20 @@ def test_budget_search_holds_on_every_text(planner, tmp_path):
     assert result.chosen.perplexities == {"evaluation": 10.0, "second": 5.0}
     assert all(not c.meets for c in result.candidates if c.bytes < threshold)
     assert "second 5.025" in result.reason  # the second text's ceiling is stated
+
+
+def test_budget_search_scores_each_distinct_plan_once(planner, tmp_path):
+    lo, hi = planner.bounds()
+    threshold = (lo + 2 * hi) // 3
+    scored = []
+
+    def score(path) -> float:
+        scored.append(path.stat().st_size)
+        return 10.0 * (1.0 + 0.01 * (path.stat().st_size < threshold))
+
+    # 12 bisection steps over a tiny model's few distinct plans: many targets give the same plan
+    result = search(planner, score, seed_perplexity=10.0, max_increase=0.005, out=tmp_path, steps=12)
+    assert len(scored) == len(set(scored)) == len(result.candidates)
+    assert len(scored) < 14  # the largest plan, the smallest, and 12 steps without the repeats
+    assert result.meets and result.chosen.bytes >= threshold
+    assert [p.name for p in tmp_path.iterdir()] == [result.path.rsplit("/", 1)[-1]]

@@ -165,8 +165,8 @@ def _texts(value) -> dict[str, float]:
     return dict(value) if isinstance(value, dict) else {"evaluation": float(value)}
 
 
-def _candidate(planner: MixedPlanner, target: int, out: Path, score, seeds: dict, max_increase: float, threads):
-    plan = planner.plan(target)
+def _candidate(planner: MixedPlanner, plan: Plan, target: int, out: Path, score, seeds: dict, max_increase: float,
+               threads):  # fmt: skip
     path = planner.write(plan, out / f"mixed-{target}.gguf", threads)
     size = path.stat().st_size
     ppl = _texts(score(path))
@@ -189,9 +189,14 @@ def search(planner: MixedPlanner, score: Callable[[Path], float | dict[str, floa
     seeds = _texts(seed_perplexity)
     ceilings = ", ".join(f"{t} {quality.ceiling(s, max_increase):.3f}" for t, s in seeds.items())
     tried: dict[int, tuple[Candidate, Path]] = {}
+    scored: dict[tuple, tuple[Candidate, Path]] = {}  # one file and one scoring per distinct plan
 
     def attempt(target: int) -> Candidate:
-        tried[target] = _candidate(planner, target, out, score, seeds, max_increase, threads)
+        plan = planner.plan(target)
+        key = (tuple(sorted(plan.types.items())), tuple(sorted(plan.kept)))
+        if key not in scored:
+            scored[key] = _candidate(planner, plan, target, out, score, seeds, max_increase, threads)
+        tried[target] = scored[key]
         return tried[target][0]
 
     lo, hi = planner.bounds()
@@ -216,7 +221,7 @@ def search(planner: MixedPlanner, score: Callable[[Path], float | dict[str, floa
     chosen = tried[ok][0]
     seeds_shown = ", ".join(f"{t} {s:.3f}" for t, s in seeds.items())
     reason = (
-        f"smallest of {len(tried)} candidates within the ceiling ({ceilings}: seed {seeds_shown} "
+        f"smallest of {len({id(c) for c, _ in tried.values()})} candidates within the ceiling ({ceilings}: seed {seeds_shown} "
         f"+ {100 * max_increase:g} %)"
     )
     return _result(tried, chosen, reason)
@@ -231,7 +236,7 @@ def _result(tried: dict, chosen: Candidate, reason: str) -> MixedResult:
     for _, path in tried.values():
         if path != keep:
             path.unlink(missing_ok=True)
-    candidates = sorted((c for c, _ in tried.values()), key=lambda c: c.bytes)
+    candidates = sorted({id(c): c for c, _ in tried.values()}.values(), key=lambda c: c.bytes)
     return MixedResult(str(keep), chosen, candidates, chosen.meets, reason)
 
 
