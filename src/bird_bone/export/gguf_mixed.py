@@ -220,8 +220,9 @@ def search(planner: MixedPlanner, score: Callable[[Path], float | dict[str, floa
                 fail = mid
     chosen = tried[ok][0]
     seeds_shown = ", ".join(f"{t} {s:.3f}" for t, s in seeds.items())
+    distinct = len({id(c) for c, _ in tried.values()})
     reason = (
-        f"smallest of {len({id(c) for c, _ in tried.values()})} candidates within the ceiling ({ceilings}: seed {seeds_shown} "
+        f"smallest of {distinct} candidates within the ceiling ({ceilings}: seed {seeds_shown} "
         f"+ {100 * max_increase:g} %)"
     )
     return _result(tried, chosen, reason)
