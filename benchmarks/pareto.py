@@ -12,7 +12,7 @@ is the sums of x^2 at every decoder linear's input over all 32, bird-bone's sens
 K-FAC of the exported model) is measured on the first ``--sensitivity-windows`` of them. Mixed rows
 are planned at the bytes of each peer file (equal or fewer bytes), of the input, and at ``--extra``
 sizes; "mixed, budget" is the export node's choice: the smallest plan within 3 % of the dense
-transformers perplexity on the WikiText-2 windows. Rows already in ``<out>/rows.json`` are reused
+transformers perplexity on both texts (a candidate must meet both). Rows already in ``<out>/rows.json`` are reused
 (``--only``: measure just the named rows, so a long run can be split into short ones).
 """
 
@@ -99,14 +99,15 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
     for rounding in args.rounding:
         mixed_rows(replace(planner, grams={}, _rounded={}) if rounding == "imatrix" else planner, rounding, targets,
                    want, rows, texts, out, args.saved)  # fmt: skip
-    if want("budget"):
-        dense = perplexity(model, texts["wikitext2"], batch_size=2, progress=False).perplexity
-        found = search(planner, lambda p: scores(p, {"wikitext2": texts["wikitext2"]})["wikitext2"], dense, 0.03,
-                       out, steps=args.search_steps)  # fmt: skip
+    if want("budget"):  # as the export node: the seed (dense) on both texts, a candidate must meet both
+        dense = {name: perplexity(model, w, batch_size=2, progress=False).perplexity for name, w in texts.items()}
+        found = search(planner, lambda p: scores(p, texts), dense, 0.03, out, steps=args.search_steps)
         path = Path(found.path)
-        tried = "; ".join(f"{c.bytes}: {c.perplexity:.3f}" for c in found.candidates)
-        rows["budget"] = Row("bird-bone mixed, budget", "3 % over dense", path.stat().st_size, scores(path, texts),
-                             f"dense {dense:.3f}; {found.reason}; tried {tried}")  # fmt: skip
+        tried = "; ".join(f"{c.bytes}: " + " / ".join(f"{v:.3f}" for v in c.perplexities.values())
+                          for c in found.candidates)  # fmt: skip
+        shown = " / ".join(f"{v:.3f}" for v in dense.values())
+        rows["budget"] = Row("bird-bone mixed, budget", "3 % over dense", path.stat().st_size,
+                             found.chosen.perplexities, f"dense {shown}; {found.reason}; tried {tried}")  # fmt: skip
         path.unlink()
         _report(rows["budget"], rows, args.saved)
     for row in autoround_rows(loaded, out, texts) if want("autoround") else []:
