@@ -72,3 +72,14 @@ def test_the_second_domain_is_reported_before_and_after_every_wave():
     assert outputs[0][2]["second_previous_perplexity"] == seed_second
     assert outputs[1][2]["second_previous_perplexity"] == outputs[0][2]["second_perplexity"] != seed_second
     assert report["final"]["second_perplexity"] == outputs[1][2]["second_perplexity"]
+
+
+def test_the_seed_second_perplexity_comes_from_seeding_when_it_scored_the_same_windows():
+    base = Checkpoint(make_tiny_llama(64), None, {})
+    scored = perplexity(base.model, SECOND, batch_size=2, progress=False).perplexity
+    seeded = {"perplexity": 1.0, "second_perplexity": 123.0, "second_windows": SECOND.shape[0]}
+    state = nodes.start_loop(base, seeded, CALIBRATION, EVALUATION, SECOND)[2]
+    assert state["seed_second_perplexity"] == 123.0  # read, not scored again
+    other = {**seeded, "second_windows": SECOND.shape[0] + 1}  # seeding scored other windows: score these
+    state = nodes.start_loop(base, other, CALIBRATION, EVALUATION, SECOND)[2]
+    assert abs(state["seed_second_perplexity"] - scored) < 1e-3 * scored

@@ -55,14 +55,17 @@ def start_loop(
     eval: EvalParams | None = None,
 ):
     """The loop's starting state: wave 0 is the dense baseline, accepted. The state also carries the
-    seed's perplexity on both texts, for the budget and the reports of every wave."""
+    seed's perplexity on both texts, for the budget and the reports of every wave (the second text's from
+    seeding's metrics when it scored the same windows, else scored here)."""
     ppl = metrics["perplexity"]
     state = LoopState(0, 0, ppl, ppl, 0, False, "baseline").to_dict()
     provenance = baseline.metadata.get("provenance", {})
     shas = [_tensor_sha(t) for t in (calibration, evaluation, second, heal_text) if t is not None]
     state["fingerprint"] = fingerprint(provenance, ppl, *shas)
     batch = eval.batch_size if eval is not None else 4
-    second_ppl = text_perplexities(baseline.model, {"second": second}, batch)["second"]
+    second_ppl = metrics.get("second_perplexity")
+    if second is None or second_ppl is None or metrics.get("second_windows") != second.shape[0]:
+        second_ppl = text_perplexities(baseline.model, {"second": second}, batch)["second"]
     return baseline, baseline, {**state, "seed_perplexity": ppl, "seed_second_perplexity": second_ppl}
 
 
