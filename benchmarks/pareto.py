@@ -3,6 +3,7 @@ input file and llama.cpp's own quantizer with importance matrix (and AutoRound's
 
     .venv/bin/python benchmarks/pareto.py [--model smollm2-135m] [--windows 32] [--out data/08_reporting/pareto]
     .venv/bin/python benchmarks/pareto.py --only input,Q8_0,Q6_K   # just these rows; the rest from rows.json
+    .venv/bin/python benchmarks/pareto.py --gguf models/export.gguf  # add make run's artifact as a row
 
 Protocol: WikiText-2 raw test and the TinyStories slice, each tokenized once, BOS first where the
 tokenizer adds one, the first N non-overlapping windows of 512 tokens, scored in llama.cpp
@@ -110,6 +111,9 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
                              found.chosen.perplexities, f"dense {shown}; {found.reason}; tried {tried}")  # fmt: skip
         path.unlink()
         _report(rows["budget"], rows, args.saved)
+    for path in args.gguf:  # files made elsewhere (make run's models/export.gguf), scored the same way
+        rows[f"file:{path.name}"] = Row("given file", str(path), path.stat().st_size, scores(path, texts))
+        _report(rows[f"file:{path.name}"], rows, args.saved)
     for row in autoround_rows(loaded, out, texts) if want("autoround") else []:
         rows[f"autoround-{row.label}"] = row
 
@@ -179,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         help="row keys to measure (input, Q8_0 ..., mixed@Q4_K_M, mixed@67.0MB, budget, autoround)",
     )
     parser.add_argument("--extra", type=float, nargs="*", default=[67.0, 80.0, 90.0], help="more mixed sizes, MB")
+    parser.add_argument("--gguf", type=Path, nargs="*", default=[], help="GGUF files to score as rows of their own")
     parser.add_argument("--sensitivity-windows", type=int, default=8)
     parser.add_argument("--search-steps", type=int, default=4)
     parser.add_argument("--rounding", nargs="+", choices=sorted(MIXED), default=["imatrix"],
