@@ -76,10 +76,6 @@ def autoround_rows(loaded, out: Path, texts) -> list[Row]:
 
 
 def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path) -> None:
-    model, tok = loaded.model, loaded.tokenizer
-    metadata = {"provenance": loaded.provenance.to_dict()}
-    rounding = "gptq" if "gptq" in args.rounding else "imatrix"  # the Grams are measured only when needed
-    planner = prepare(model, tok, calib[: args.sensitivity_windows], out, metadata, threads=2, rounding=rounding)
     source = Path(loaded.provenance.location)
 
     def want(key: str) -> bool:  # --only: just those rows; otherwise every row not measured yet
@@ -88,6 +84,21 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
     if source.suffix == ".gguf" and want("input"):
         rows["input"] = Row("input", source.name, source.stat().st_size, scores(source, texts))
         _report(rows["input"], rows, args.saved)
+    if not wanted or any(k in PEERS or k.startswith("mixed") or k == "budget" for k in wanted):
+        planned_rows(args, loaded, texts, calib, want, rows, out)
+    for path in args.gguf:  # files made elsewhere (make run's models/export.gguf), scored the same way
+        rows[f"file:{path.name}"] = Row("given file", str(path), path.stat().st_size, scores(path, texts))
+        _report(rows[f"file:{path.name}"], rows, args.saved)
+    for row in autoround_rows(loaded, out, texts) if want("autoround") else []:
+        rows[f"autoround-{row.label}"] = row
+
+
+def planned_rows(args, loaded, texts, calib, want, rows: dict[str, Row], out: Path) -> None:
+    """llama.cpp's quantizer with importance matrix, bird-bone's mixed plans and the budget search."""
+    model, tok = loaded.model, loaded.tokenizer
+    metadata = {"provenance": loaded.provenance.to_dict()}
+    rounding = "gptq" if "gptq" in args.rounding else "imatrix"  # the Grams are measured only when needed
+    planner = prepare(model, tok, calib[: args.sensitivity_windows], out, metadata, threads=2, rounding=rounding)
     imatrix = importance_matrix(activation_statistics(model, calib), model, tokens=calib.numel())
     for type in PEERS:
         if want(type):
@@ -111,11 +122,6 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
                              found.chosen.perplexities, f"dense {shown}; {found.reason}; tried {tried}")  # fmt: skip
         path.unlink()
         _report(rows["budget"], rows, args.saved)
-    for path in args.gguf:  # files made elsewhere (make run's models/export.gguf), scored the same way
-        rows[f"file:{path.name}"] = Row("given file", str(path), path.stat().st_size, scores(path, texts))
-        _report(rows[f"file:{path.name}"], rows, args.saved)
-    for row in autoround_rows(loaded, out, texts) if want("autoround") else []:
-        rows[f"autoround-{row.label}"] = row
 
 
 MIXED = {"imatrix": ("mixed@", "bird-bone mixed"), "gptq": ("mixed-gptq@", "bird-bone mixed, GPTQ rounding")}
