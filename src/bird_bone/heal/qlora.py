@@ -20,6 +20,7 @@ merges the same adapters into its own copy of ``model``.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import time
 from collections.abc import Iterable
@@ -39,6 +40,9 @@ from bird_bone.heal.distributed import full_adapters, full_tensor, mean_over_pro
 from bird_bone.models.adapters import prunable_linears
 from bird_bone.models.families import lora_targets
 
+log = logging.getLogger(__name__)
+NF4_BLOCK = 64  # elements per NF4 block scale (bitsandbytes' default blocksize)
+
 
 @dataclass
 class HealResult:
@@ -55,12 +59,24 @@ class HealResult:
         return asdict(self)
 
 
-def quantize_linears_nf4(model: nn.Module, names: Iterable[str]) -> nn.Module:
-    """Replace the named ``nn.Linear`` modules of ``model`` (in place) by bitsandbytes NF4 layers."""
+def quantize_linears_nf4(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """Replace the named ``nn.Linear`` modules of ``model`` (in place) by bitsandbytes NF4 layers;
+    returns the names left in float.
+
+    A linear whose rows (``in_features``) are not a multiple of the NF4 block (``NF4_BLOCK``) stays
+    in float: bitsandbytes numbers its blocks over the flattened matrix, but its CPU dequantization
+    (0.50, AVX-512) reads ``in_features // NF4_BLOCK`` block scales per row, so such a matrix comes
+    back scaled by other rows' scales. A structured wave leaves such widths (Gemma 3's MLP
+    2048 -> 1824), and its NF4 heal then trained the adapters against a broken base.
+    """
+    kept = []
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         old = getattr(parent, child)
+        if old.in_features % NF4_BLOCK:
+            kept.append(name)
+            continue
         new = bnb.nn.Linear4bit(
             old.in_features,
             old.out_features,
@@ -68,11 +84,15 @@ def quantize_linears_nf4(model: nn.Module, names: Iterable[str]) -> nn.Module:
             compute_dtype=old.weight.dtype,
             quant_type="nf4",
         )
-        new.weight = bnb.nn.Params4bit(old.weight.data.clone(), requires_grad=False, quant_type="nf4")
+        new.weight = bnb.nn.Params4bit(
+            old.weight.data.clone(), requires_grad=False, blocksize=NF4_BLOCK, quant_type="nf4"
+        )
         if old.bias is not None:
             new.bias = nn.Parameter(old.bias.data.clone(), requires_grad=False)
         setattr(parent, child, new.to(old.weight.device))  # Params4bit quantizes on the move
-    return model
+    if kept:
+        log.info("NF4 base: %d linears kept in float (rows not a multiple of %d)", len(kept), NF4_BLOCK)
+    return kept
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
