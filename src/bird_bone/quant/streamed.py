@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -151,4 +152,11 @@ class _Stored:
 
 
 def _accounting(reader: StreamedCheckpoint, entries: dict[str, dict]) -> dict:
-    return bit_accounting(reader.model, {name: _Stored(entry) for name, entry in entries.items()})
+    """``bit_accounting`` over the skeleton, whose tied output head (not tied on the meta device) counts once."""
+    model = reader.model
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    tied = getattr(model.config, "tie_word_embeddings", False) and head is not None
+    skip = head.weight if tied and head.weight is not embedding.weight else None
+    parameters = [p for p in model.parameters() if p is not skip]
+    counted = SimpleNamespace(parameters=lambda: iter(parameters))
+    return bit_accounting(counted, {name: _Stored(entry) for name, entry in entries.items()})
