@@ -1,6 +1,6 @@
 """Benchmark: streamed Wanda 50 % and streamed Q4_0 GGUF export of random LLaMA models of 0.1-3 B parameters.
 
-    .venv/bin/python benchmarks/scale.py [--sizes 0.1B,0.5B,1B,3B] [--dir data/scale]
+    .venv/bin/python benchmarks/scale.py [--sizes 0.1B,0.5B,1B,3B] [--dir data/scale] [--extra structured,activations]
 
 Each model is random (normal, std 0.02; norms 1), LLaMA architecture, with the embedded SmolLM2's
 tokenizer (49,152 tokens, tied embeddings), stored once as bf16 safetensors (one shard per layer)
@@ -11,6 +11,10 @@ Wanda 50 % streamed (``bird_bone.prune.streamed.stream_prune``, true-sequential,
 windows of 128 random tokens, seed 0), then the Q4_0 GGUF export of the pruned checkpoint streamed
 (``bird_bone.export.gguf_stream.write_gguf_streamed``). Seconds per billion parameters divide by
 every parameter of the model, the embedding included. The pruned outputs are deleted after use.
+``--extra`` also times other streamed stages on the same model and windows, one more table row each:
+``structured`` (20 % of the MLP neurons, ``stream_remove_neurons``), ``activations`` (statistics
+without Gram matrices, ``stream_activations``), ``novaq`` (stages 1-2, Hessian-aware, ``stream_novaq``;
+slow: k-means per matrix).
 """
 
 from __future__ import annotations
@@ -80,14 +84,37 @@ def write_random_model(directory: Path, size: str, tokenizer) -> None:
     writer.finish(directory)
 
 
+EXTRA = ("structured", "activations", "novaq")
+
+
+def extra_stage(task: str, source: Path, out: Path, windows: torch.Tensor) -> dict:
+    """One of the ``--extra`` streamed stages; what it reports."""
+    if task == "structured":
+        from bird_bone.prune.streamed_structured import stream_remove_neurons
+
+        kept = stream_remove_neurons(source, out, windows, 0.2, batch_size=4)
+        return {"mlp_width": min(len(index) for index in kept.values())}
+    if task == "activations":
+        from bird_bone.calibration.activations_streamed import stream_activations
+
+        return {"files": len(stream_activations(source, out, windows, batch_size=4)["files"])}
+    from bird_bone.quant.config import NovaqConfig
+    from bird_bone.quant.streamed import stream_novaq
+
+    accounting = stream_novaq(source, out, NovaqConfig(), windows, batch_size=4)
+    return {"bits_per_weight": accounting["quantized_bits_per_weight"]}
+
+
 def child(task: str, source: Path, out: Path) -> dict:
     """One measurement in this process: its seconds and peak resident set."""
     start = time.perf_counter()
+    windows = torch.randint(0, 49152, (4, 128), generator=torch.Generator().manual_seed(0))
     if task == "prune":
         from bird_bone.prune.streamed import stream_prune
 
-        windows = torch.randint(0, 49152, (4, 128), generator=torch.Generator().manual_seed(0))
         result = {"sparsity": stream_prune(source, out, "wanda", 0.5, windows, true_sequential=True)["sparsity"]}
+    elif task in EXTRA:
+        result = extra_stage(task, source, out, windows)
     else:
         from bird_bone.export.gguf_stream import write_gguf_streamed
 
@@ -101,6 +128,25 @@ def run_child(task: str, source: Path, out: Path) -> dict:
     command = [sys.executable, __file__, "--child", task, str(source), str(out)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_extra(size: str, directory: Path, tasks: list[str]) -> list[str]:
+    """Rows of the ``--extra`` table for one model: seconds, s / B params, peak RSS."""
+    from bird_bone.models.streaming import empty_model
+
+    source = directory / size
+    billions = sum(p.numel() for p in empty_model(source).parameters()) / 1e9
+    rows = []
+    for task in tasks:
+        out = directory / f"{size}-{task}"
+        shutil.rmtree(out, ignore_errors=True)
+        result = run_child(task, source, out)
+        shutil.rmtree(out, ignore_errors=True)
+        rows.append(
+            f"| random LLaMA {size} | {task} | {result['seconds']:.1f} | {result['seconds'] / billions:.1f} "
+            f"| {result['peak_rss_bytes'] / 1e9:.2f} |"
+        )
+    return rows
 
 
 def measure(size: str, directory: Path, tokenizer) -> str:
@@ -129,20 +175,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)}")
     p.add_argument("--dir", type=Path, default=ROOT / "data" / "scale", help="where the models are kept")
     p.add_argument("--drop-sources", action="store_true", help="delete each random model once measured (disk)")
+    p.add_argument("--extra", default="", help=f"also time these streamed stages, of {', '.join(EXTRA)}")
     p.add_argument("--child", nargs=3, metavar=("TASK", "SOURCE", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         task, source, out = args.child
         print(json.dumps(child(task, Path(source), Path(out))))
         return 0
+    extra = [task for task in args.extra.split(",") if task]
+    unknown = sorted(set(extra) - set(EXTRA))
+    if unknown:
+        p.error(f"--extra: unknown stage {unknown[0]!r} (choose from {', '.join(EXTRA)})")
     from bird_bone.models.loading import load_model
 
     tokenizer = load_model("smollm2-135m").tokenizer
     print("\n".join(HEADER), flush=True)
+    extra_rows = []
     for size in args.sizes.split(","):
         print(measure(size, args.dir, tokenizer), flush=True)
+        extra_rows += measure_extra(size, args.dir, extra)
         if args.drop_sources:
             shutil.rmtree(args.dir / size, ignore_errors=True)
+    if extra_rows:
+        print("\n| model | stage | s | s / B params | peak RSS GB |\n| --- | --- | --- | --- | --- |", flush=True)
+        print("\n".join(extra_rows), flush=True)
     return 0
 
 

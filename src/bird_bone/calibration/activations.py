@@ -33,22 +33,34 @@ def log_activations(
     prefix, out = layer_prefix(model), {}
 
     def visit(index, layer, stats) -> bool:
-        for name, s in stats.items():
-            key = f"{prefix}.{index}.{name}"
-            # modules fed the same input share one statistics object: store copies, not aliases
-            out[f"{key}.input_sq_norms"] = s.sq_norms.clone()
-            out[f"{key}.input_abs_mean"] = s.abs_mean.clone()
-            if gram:
-                out[f"{key}.input_gram"] = s.gram_matrix
-        down = stats.get("mlp.down_proj")
-        if down is not None:
-            out[f"{prefix}.{index}.mlp.neuron_values"] = neuron_values(down_projection(layer).weight, down.abs_mean)
-            if clusters:
-                out[f"{prefix}.{index}.mlp.neuron_clusters"] = cluster_neurons(down.patterns(), clusters, seed)
+        out.update(layer_statistics(f"{prefix}.{index}", layer, stats, gram, clusters, seed))
         return False
 
-    patterns = {"mlp.down_proj": pattern_tokens} if clusters else None
+    patterns = statistics_patterns(clusters, pattern_tokens)
     run_sequential(model, windows, visit, batch_size, gram, patterns, modifies=False)
+    return out
+
+
+def statistics_patterns(clusters: int, pattern_tokens: int) -> dict[str, int] | None:
+    """The activation patterns to keep: the MLP neurons' first tokens, only when clustering them."""
+    return {"mlp.down_proj": pattern_tokens} if clusters else None
+
+
+def layer_statistics(name: str, layer: nn.Module, stats: dict, gram: bool, clusters: int, seed: int) -> dict:
+    """The stored statistics of one decoder layer ``name`` from its linears' input statistics."""
+    out = {}
+    for local, s in stats.items():
+        key = f"{name}.{local}"
+        # modules fed the same input share one statistics object: store copies, not aliases
+        out[f"{key}.input_sq_norms"] = s.sq_norms.clone()
+        out[f"{key}.input_abs_mean"] = s.abs_mean.clone()
+        if gram:
+            out[f"{key}.input_gram"] = s.gram_matrix
+    down = stats.get("mlp.down_proj")
+    if down is not None:
+        out[f"{name}.mlp.neuron_values"] = neuron_values(down_projection(layer).weight, down.abs_mean)
+        if clusters:
+            out[f"{name}.mlp.neuron_clusters"] = cluster_neurons(down.patterns(), clusters, seed)
     return out
 
 

@@ -38,12 +38,16 @@ class ShardWriter:
             save_file({k: t.contiguous() for k, t in tensors.items()}, str(tmp), metadata={"format": "pt"})
         return target
 
-    def finish(self, source: Path) -> Path:
-        """Copy ``source``'s non-weight files, then write the index over every shard (last)."""
+    def finish(self, source: Path, extra: dict[str, str] | None = None) -> Path:
+        """Copy ``source``'s non-weight files, write the ``extra`` files (name -> text, e.g. a
+        ``bird_bone.json`` recording new MLP widths; they replace copied ones), then the index over
+        every shard (last)."""
         for path in sorted(source.iterdir()):
             if path.is_file() and not path.name.endswith(".safetensors") and path.name != INDEX:
                 with atomic_path(self.directory / path.name) as tmp:
                     shutil.copyfile(path, tmp)
+        for name, text in (extra or {}).items():
+            atomic_write_text(self.directory / name, text)
         mapping: dict[str, str] = {}
         total = 0
         for position in range(self.count):

@@ -5,7 +5,9 @@ memory, buffers such as the rotary frequencies are real), and a module's paramet
 materialised in float32 on demand from the source files, memory-mapped by ``safetensors.safe_open``
 in the source dtype and cast per tensor. ``free`` sends a module back to the meta device. Each read
 opens and closes its shard, so pages of the mapped files do not pile up in the process's resident
-set over a run. Where the layers are and what they are called comes from the adapters
+set over a run. A checkpoint whose MLPs structured pruning narrowed (``mlp_widths`` in its
+``bird_bone.json``, as :func:`bird_bone.io.checkpoint.save_checkpoint` records them) gets a skeleton
+of those widths. Where the layers are and what they are called comes from the adapters
 (``bird_bone.models.adapters``); the family check from ``bird_bone.models.families``.
 """
 
@@ -20,10 +22,11 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from bird_bone.errors import ModelLoadError
-from bird_bone.models.adapters import decoder_layers, layer_prefix
+from bird_bone.models.adapters import decoder_layers, layer_prefix, resize_mlps
 from bird_bone.models.families import family_of
 
 INDEX = "model.safetensors.index.json"
+METADATA = "bird_bone.json"  # bird_bone.io.checkpoint.METADATA_FILE
 
 
 def weight_map(directory: Path) -> dict[str, str]:
@@ -63,6 +66,19 @@ def empty_model(directory: Path) -> nn.Module:
     return model.eval()
 
 
+def _metadata(directory: Path) -> dict:
+    path = directory / METADATA
+    if not path.is_file():
+        return {}
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metadata, dict):
+            raise ValueError("not a JSON object")
+        return metadata
+    except ValueError as exc:
+        raise ModelLoadError(f"{path}: not valid JSON metadata: {exc}") from exc
+
+
 class StreamedCheckpoint:
     """A checkpoint directory and its model skeleton; modules are loaded and freed one at a time."""
 
@@ -72,6 +88,15 @@ class StreamedCheckpoint:
             raise ModelLoadError(f"{self.directory}: not a model directory")
         self.files = weight_map(self.directory)
         self.model = empty_model(self.directory)
+        self.metadata = _metadata(self.directory)
+        if self.metadata.get("low_rank"):
+            raise ModelLoadError(f"{self.directory / METADATA}: low-rank factored layers cannot be streamed")
+        widths = self.metadata.get("mlp_widths")
+        if widths:
+            if len(widths) != len(decoder_layers(self.model)):
+                where = self.directory / METADATA
+                raise ModelLoadError(f"{where}: mlp_widths has {len(widths)} entries, not one per layer")
+            resize_mlps(self.model, widths)
         self.prefix = layer_prefix(self.model)
         self.layers = decoder_layers(self.model)
         self.dtypes: dict[str, torch.dtype] = {}  # source dtype of each tensor read so far

@@ -38,6 +38,28 @@ def select_neurons(values: torch.Tensor, cluster_ids: torch.Tensor, count: int, 
     return torch.tensor(sorted(removed), dtype=torch.long)
 
 
+def check_wave(fraction: float, width_multiple: int) -> None:
+    """Fail before any work on a fraction outside [0, 1) or a width multiple under 1."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction of neurons must be in [0, 1), got {fraction}")
+    if width_multiple < 1:
+        raise ValueError(f"width_multiple must be >= 1, got {width_multiple}")
+
+
+def cut_layer(layer, down_stats, target: int, width_multiple, max_fraction_per_cluster, clusters, seed) -> torch.Tensor:
+    """Cut one layer's MLP towards ``target`` neurons from its down projection's input statistics;
+    returns which of its current neurons survive (bool)."""
+    width = mlp_width(layer)
+    count = max(0, width - target // width_multiple * width_multiple)
+    values = neuron_values(down_projection(layer).weight, down_stats.abs_mean)
+    ids = cluster_neurons(down_stats.patterns(), clusters, seed)
+    removed = select_neurons(values, ids, count, max_fraction_per_cluster)
+    survivors = torch.ones(width, dtype=torch.bool)
+    survivors[removed] = False
+    keep_neurons(layer, survivors.nonzero().squeeze(1))
+    return survivors
+
+
 def remove_neurons(
     model: nn.Module,
     windows: torch.Tensor,
@@ -58,27 +80,17 @@ def remove_neurons(
     ``width_multiple``: round each kept width down to a multiple of this (e.g. 64: GEMM kernels run
     faster on even widths than on 1229), as far as the per-cluster caps allow.
     """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction of neurons must be in [0, 1), got {fraction}")
-    if width_multiple < 1:
-        raise ValueError(f"width_multiple must be >= 1, got {width_multiple}")
+    check_wave(fraction, width_multiple)
     prefix, kept = layer_prefix(model), dict(kept or {})
+    target = model.config.intermediate_size - round(model.config.intermediate_size * fraction)
 
     def visit(index, layer, stats) -> bool:
         name = f"{prefix}.{index}.mlp"
-        down_stats = stats["mlp.down_proj"]
-        width = mlp_width(layer)
-        original = kept.get(name, torch.arange(width))
-        target = model.config.intermediate_size - round(model.config.intermediate_size * fraction)
-        count = max(0, width - target // width_multiple * width_multiple)
-        values = neuron_values(down_projection(layer).weight, down_stats.abs_mean)
-        ids = cluster_neurons(down_stats.patterns(), clusters, seed)
-        removed = select_neurons(values, ids, count, max_fraction_per_cluster)
-        survivors = torch.ones(width, dtype=torch.bool)
-        survivors[removed] = False
-        keep_neurons(layer, survivors.nonzero().squeeze(1))
+        original = kept.get(name, torch.arange(mlp_width(layer)))
+        survivors = cut_layer(layer, stats["mlp.down_proj"], target, width_multiple, max_fraction_per_cluster,
+                              clusters, seed)  # fmt: skip
         kept[name] = original[survivors]
-        return bool(len(removed))
+        return not bool(survivors.all())
 
     run_sequential(model, windows, visit, batch_size, pattern_tokens={"mlp.down_proj": pattern_tokens})
     log.info("structured wave: MLP widths now %s", sorted({len(v) for v in kept.values()}))
