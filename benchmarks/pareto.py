@@ -59,8 +59,9 @@ def scores(path: Path, texts: dict[str, torch.Tensor]) -> dict[str, float]:
     return {name: llama_perplexity(path, windows, 2).perplexity for name, windows in texts.items()}
 
 
-def autoround_rows(loaded, out: Path, texts) -> list[Row]:
-    """AutoRound's GGUFs through benchmarks/autoround_peer.py, when it and auto_round are installed."""
+def autoround_rows(loaded, out: Path, kept: Path, texts) -> list[Row]:
+    """AutoRound's GGUFs through benchmarks/autoround_peer.py, when it and auto_round are installed; the
+    files are kept in ``kept`` (beside the rows file) and reused by later runs with the same settings."""
     here = Path(__file__).resolve().parent / "autoround_peer.py"
     if not here.is_file() or importlib.util.find_spec("auto_round") is None:
         why = "benchmarks/autoround_peer.py is absent" if not here.is_file() else "auto_round is not installed"
@@ -71,7 +72,7 @@ def autoround_rows(loaded, out: Path, texts) -> list[Row]:
     hf_dir = out / "hf"
     loaded.model.save_pretrained(hf_dir)
     loaded.tokenizer.save_pretrained(hf_dir)
-    files = autoround_ggufs(hf_dir, out / "autoround", AUTOROUND_SCHEMES)
+    files = autoround_ggufs(hf_dir, kept, AUTOROUND_SCHEMES)
     return [Row("AutoRound", f"gguf:{s}", p.stat().st_size, scores(p, texts)) for s, p in files.items()]
 
 
@@ -89,7 +90,7 @@ def measure(args, loaded, texts, calib, wanted, rows: dict[str, Row], out: Path)
     for path in args.gguf:  # files made elsewhere (make run's models/export.gguf), scored the same way
         rows[f"file:{path.name}"] = Row("given file", str(path), path.stat().st_size, scores(path, texts))
         _report(rows[f"file:{path.name}"], rows, args.saved)
-    for row in autoround_rows(loaded, out, texts) if want("autoround") else []:
+    for row in autoround_rows(loaded, out, args.saved.parent / "autoround", texts) if want("autoround") else []:
         rows[f"autoround-{row.label}"] = row
 
 
